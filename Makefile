@@ -1,0 +1,29 @@
+# Two commands for a new user: `make demo` and `make test`. Both create .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	rm -rf build/demo
+	$(BIN)/python scripts/run_notebook.py notebooks/track-in-memory-data.ipynb --out build/demo
+	$(BIN)/lamin-magic --root build/demo/mydata ls
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check lamin_magic tests scripts
+	$(BIN)/ruff format --check lamin_magic tests scripts
+	$(BIN)/mypy
+
+clean:
+	rm -rf build $(VENV)

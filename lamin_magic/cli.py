@@ -1,0 +1,61 @@
+"""`lamin-magic`: the same API as the magics, from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import LaminMagicError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lamin-magic",
+        description="Inspect and manage a lamin_magic instance (a folder with a SQLite registry).",
+    )
+    parser.add_argument("--version", action="version", version=f"lamin-magic {__version__}")
+    parser.add_argument(
+        "--root", help="the instance folder (default: LAMIN_MAGIC_ROOT, the nearest instance "
+        "in this folder or its parents, else the per-user default)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("init", help="create (or check) the instance at PATH")
+    p.add_argument("path", help="the instance folder")
+    p = sub.add_parser("ls", help="the stored files, latest versions")
+    p.add_argument("pattern", nargs="?", help="a glob on names, e.g. 'iris*'")
+    p.add_argument("--page", type=int, default=1, help="page number (50 names a page)")
+    p = sub.add_parser("show", help="one file: its run, transform, versions and readers")
+    p.add_argument("spec", metavar="NAME[@VERSION]")
+    sub.add_parser("runs", help="the latest runs and the transforms they ran")
+    sub.add_parser("info", help="the instance and the current user")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from . import instance, views
+
+    try:
+        if args.root and args.command != "init":
+            instance.init(args.root)
+        if args.command == "init":
+            found = instance.init(args.path)
+            print(f"instance {found.name} at {found.root}")
+        elif args.command == "ls":
+            print(views.list_files(args.pattern, page=args.page))
+        elif args.command == "show":
+            print(views.show_file(args.spec))
+        elif args.command == "runs":
+            print(views.list_runs())
+        elif args.command == "info":
+            print(views.info())
+    except LaminMagicError as e:
+        print(f"lamin-magic: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

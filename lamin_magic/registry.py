@@ -1,0 +1,236 @@
+"""The registry: peewee models over one SQLite file, its schema version and upgrades.
+
+The schema is documented (README, "The registry") so that any SQLite tool can read it.
+Timestamps are ISO 8601 text in UTC. The schema version is SQLite's `PRAGMA user_version`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import sqlite3
+from pathlib import Path
+from typing import Any, Callable
+
+import peewee as pw
+
+from .errors import InstanceError
+from .ids import new_id
+
+SCHEMA_VERSION = 1
+
+PRAGMAS = {
+    "journal_mode": "wal",
+    "busy_timeout": 10_000,  # ms; concurrent writers wait instead of failing
+    "foreign_keys": 1,
+    "synchronous": "full",  # a committed record survives a power cut
+}
+
+# Every transaction begins IMMEDIATE: choosing the next version is read-then-insert, and
+# deferred transactions of concurrent writers fail with "database is locked" (FACTS.md).
+db = pw.SqliteDatabase(None, lock_type="IMMEDIATE")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Timestamp:
+    """A datetime shown short in records: 2026-11-26 14:34:03."""
+
+    def __init__(self, value: dt.datetime) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return self.value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+    __str__ = __repr__
+
+
+class UTCDateTimeField(pw.TextField):
+    """A timezone-aware datetime stored as ISO 8601 text."""
+
+    def db_value(self, value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            return value.astimezone(dt.timezone.utc).isoformat()
+        return value
+
+    def python_value(self, value: Any) -> Any:
+        return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+class Record(pw.Model):
+    """Base of all records: prints like `File(id='…', name='iris', …)`, renders as HTML."""
+
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+    def _shown_fields(self) -> list[tuple[str, Any]]:
+        shown = []
+        for field in self._meta.sorted_fields:
+            value = self.__data__.get(field.name)
+            if value is None:
+                continue
+            if isinstance(value, dt.datetime):
+                value = Timestamp(value)
+            shown.append((field.column_name, value))
+        return shown
+
+    def __str__(self) -> str:
+        inner = ", ".join(f"{name}={value!r}" for name, value in self._shown_fields())
+        return f"{type(self).__name__}({inner})"
+
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(name)}</th>"
+            f"<td style='text-align:left'>{html.escape(str(value))}</td></tr>"
+            for name, value in self._shown_fields()
+        )
+        return f"<b>{type(self).__name__}</b><table>{rows}</table>"
+
+
+class User(Record):
+    id = pw.CharField(primary_key=True, max_length=8)
+    handle = pw.CharField(unique=True)
+    name = pw.CharField(null=True)
+    created_at = UTCDateTimeField(default=utcnow)
+
+
+class Storage(Record):
+    id = pw.CharField(primary_key=True, max_length=8)
+    root = pw.TextField()
+    type = pw.CharField(default="local")
+    created_at = UTCDateTimeField(default=utcnow)
+
+
+class Transform(Record):
+    id = pw.CharField(primary_key=True, max_length=12)
+    version = pw.CharField(default="1")
+    name = pw.TextField()
+    title = pw.TextField(null=True)
+    type = pw.CharField()  # notebook, script or ipython
+    key = pw.TextField(null=True, index=True)  # the notebook's or script's absolute path
+    created_by = pw.ForeignKeyField(User, column_name="created_by_id")
+    created_at = UTCDateTimeField(default=utcnow)
+
+
+class Run(Record):
+    id = pw.CharField(primary_key=True, max_length=20)
+    transform = pw.ForeignKeyField(Transform, column_name="transform_id", backref="runs")
+    created_by = pw.ForeignKeyField(User, column_name="created_by_id")
+    created_at = UTCDateTimeField(default=utcnow)
+    finished_at = UTCDateTimeField(null=True)
+
+
+_NO_OBJECT = object()
+
+
+class File(Record):
+    """A stored object. `File(df, name="iris")` prepares one; `lm.add(file)` stores it."""
+
+    id = pw.CharField(primary_key=True, max_length=20)
+    name = pw.TextField()
+    version = pw.IntegerField()
+    description = pw.TextField(null=True)
+    suffix = pw.CharField()
+    size = pw.IntegerField(null=True)
+    hash = pw.CharField(null=True, index=True)
+    hash_type = pw.CharField(null=True)
+    key = pw.TextField(null=True)  # the stored object's path relative to the storage root
+    run = pw.ForeignKeyField(Run, column_name="run_id", null=True, backref="outputs")
+    storage = pw.ForeignKeyField(Storage, column_name="storage_id", null=True)
+    created_by = pw.ForeignKeyField(User, column_name="created_by_id", null=True)
+    created_at = UTCDateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "file"
+        indexes = ((("name", "version"), True),)
+
+    def __init__(self, data: Any = _NO_OBJECT, *args: Any, **kwargs: Any) -> None:
+        if data is _NO_OBJECT:  # peewee building a record from a row
+            super().__init__(*args, **kwargs)
+            self._object: Any = None
+            self._format: Any = None
+            return
+        from .files import prepare
+
+        fmt = prepare(data, kwargs)
+        super().__init__(*args, **kwargs)
+        self._object, self._format = data, fmt
+
+    def load(self, verify: bool = False) -> Any:
+        """The stored object; records this file as an input of the current run."""
+        from .files import load_file
+
+        return load_file(self, verify=verify)
+
+    @property
+    def path(self) -> Path:
+        """Where the stored object is on disk."""
+        from .files import stored_path
+
+        return stored_path(self)
+
+
+class RunInput(pw.Model):
+    run = pw.ForeignKeyField(Run, column_name="run_id", on_delete="CASCADE")
+    file = pw.ForeignKeyField(File, column_name="file_id", on_delete="CASCADE")
+
+    class Meta:
+        database = db
+        table_name = "run_input"
+        primary_key = pw.CompositeKey("run", "file")
+
+
+MODELS: list[type[pw.Model]] = [User, Storage, Transform, Run, File, RunInput]
+
+# peewee's metaclass gives every model a '<Name: str>' repr; records print like the tutorial's
+for _model in (User, Storage, Transform, Run, File):
+    _model.__repr__ = Record.__str__  # type: ignore[method-assign]
+
+# Upgrades from schema version N to N + 1, run in order in one transaction.
+UPGRADES: dict[int, Callable[[pw.SqliteDatabase], None]] = {}
+
+
+def _schema_version() -> int:
+    return int(db.execute_sql("PRAGMA user_version").fetchone()[0])
+
+
+def open_registry(path: Path) -> None:
+    """Bind the models to the registry at `path`, creating or upgrading its schema."""
+    if not db.is_closed():
+        db.close()
+    db.init(str(path), pragmas=PRAGMAS)
+    try:
+        db.connect()
+        with db.atomic():
+            version = _schema_version()
+            if version > SCHEMA_VERSION:
+                raise InstanceError(
+                    f"the registry {path} has schema version {version}, newer than this "
+                    f"lamin_magic understands ({SCHEMA_VERSION}); upgrade: "
+                    "pip install -U lamin_magic"
+                )
+            if version == 0:
+                db.create_tables(MODELS)
+            for step in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
+                UPGRADES[step](db)
+            if version != SCHEMA_VERSION:
+                db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except (pw.DatabaseError, sqlite3.DatabaseError) as e:
+        db.close()
+        raise InstanceError(f"cannot open the registry {path}: {e}") from e
+    except BaseException:
+        db.close()
+        raise
+
+
+def close_registry() -> None:
+    if not db.is_closed():
+        db.close()
+
+
+def new_user(handle: str) -> User:
+    return User.create(id=new_id("user"), handle=handle, name=handle)

@@ -1,0 +1,45 @@
+"""anndata.AnnData <-> .h5ad (the default) or .zarr (a folder)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from .formats import register_format
+
+# anndata converts string columns to categoricals in the object it writes unless told not
+# to: that would change the user's object and make what loads differ from what was saved.
+
+
+def write_h5ad(adata: Any, path: Any) -> None:
+    adata.write_h5ad(path, convert_strings_to_categoricals=False)
+
+
+def load_h5ad(path: Any) -> Any:
+    import anndata
+
+    return anndata.read_h5ad(path)
+
+
+def write_zarr(adata: Any, path: Any) -> None:
+    import anndata
+
+    # zarr format 2, pinned: both zarr 2 and zarr 3 read it. anndata warns that its default
+    # will change even when the format is set explicitly; that warning is not the user's.
+    with warnings.catch_warnings(), anndata.settings.override(zarr_write_format=2):
+        warnings.filterwarnings("ignore", message="Writing zarr v2 data", category=UserWarning)
+        adata.write_zarr(str(path), convert_strings_to_categoricals=False)
+
+
+def load_zarr(path: Any) -> Any:
+    import anndata
+
+    return anndata.read_zarr(str(path))
+
+
+H5AD = register_format(
+    "h5ad", suffix=".h5ad", type="anndata:AnnData", write=write_h5ad, load=load_h5ad
+)
+ZARR = register_format(
+    "zarr", suffix=".zarr", type="anndata:AnnData", write=write_zarr, load=load_zarr, folder=True
+)

@@ -1,0 +1,61 @@
+"""pandas.DataFrame <-> .parquet through pyarrow, streamed so the bytes are hashed as written."""
+
+from __future__ import annotations
+
+from typing import Any, BinaryIO
+
+from ..errors import UnsupportedTypeError
+from .formats import register_format
+
+
+def check_dataframe(df: Any) -> None:
+    """Refuse what parquet would silently change, with the fix."""
+    import pandas as pd
+
+    columns = df.columns
+    if isinstance(columns, pd.MultiIndex):
+        raise UnsupportedTypeError(
+            "parquet cannot keep MultiIndex columns faithfully; flatten them first, e.g. "
+            "df.columns = ['_'.join(map(str, c)) for c in df.columns]"
+        )
+    bad = [c for c in columns if not isinstance(c, str)]
+    if bad:
+        raise UnsupportedTypeError(
+            f"parquet stores column names as strings, so {bad[0]!r} would come back as "
+            f"{str(bad[0])!r}; rename first: df.columns = df.columns.astype(str)"
+        )
+    if columns.has_duplicates:
+        dup = columns[columns.duplicated()][0]
+        raise UnsupportedTypeError(f"column {dup!r} appears twice; give each column a unique name")
+
+
+def write_parquet(df: Any, stream: BinaryIO) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pa.Table.from_pandas(df)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+        reason = str(e).splitlines()[0]
+        raise UnsupportedTypeError(
+            f"cannot store this DataFrame as parquet ({reason}); convert the column to one "
+            "type, e.g. df[col] = df[col].astype(str)"
+        ) from e
+    pq.write_table(table, stream)
+
+
+def load_parquet(path: Any) -> Any:
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
+PARQUET = register_format(
+    "parquet",
+    suffix=".parquet",
+    type="pandas:DataFrame",
+    write=write_parquet,
+    load=load_parquet,
+    stream=True,
+    check=check_dataframe,
+)

@@ -1,0 +1,143 @@
+"""Which format stores which type, and the hook to register more.
+
+A type is named as "package:ClassName" (e.g. "pandas:DataFrame") and matched against the
+object's class and its bases, so nothing is imported to tell whether a format applies.
+
+Register a format for your own type::
+
+    import lamin_magic as lm
+
+    def write_npy(arr, path):          # write the object to `path` (a file or a folder)
+        import numpy as np
+        with open(path, "wb") as f:
+            np.save(f, arr, allow_pickle=False)
+
+    def load_npy(path):
+        import numpy as np
+        return np.load(path, allow_pickle=False)
+
+    lm.register_format("npy", suffix=".npy", type="numpy:ndarray",
+                       write=write_npy, load=load_npy)
+
+A writer may instead take a binary stream (`stream=True`): the bytes are then hashed as they
+are written, with no second read. A `check(obj)` callable, if given, refuses objects the
+format cannot store faithfully by raising `UnsupportedTypeError` with the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import InvalidArgumentError, UnsupportedTypeError
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str  # what format= takes: "parquet"
+    suffix: str  # the stored object's suffix: ".parquet"
+    type: str  # "package:ClassName"
+    write: Callable[[Any, Any], None]  # (obj, path or stream)
+    load: Callable[[Any], Any]  # (path) -> obj
+    stream: bool = False  # write takes a binary stream instead of a path
+    folder: bool = False  # the stored object is a folder (zarr)
+    check: Callable[[Any], None] | None = None
+
+
+_formats: dict[str, Format] = {}  # by name, in registration order; the first of a type is its default
+
+
+def type_name(cls: type) -> str:
+    return f"{cls.__module__.split('.')[0]}:{cls.__qualname__}"
+
+
+def _type_key(type_: str | type) -> str:
+    if isinstance(type_, str):
+        if ":" not in type_:
+            raise InvalidArgumentError(f"type {type_!r} must look like 'package:ClassName'")
+        return type_
+    return type_name(type_)
+
+
+def register_format(
+    name: str,
+    *,
+    suffix: str,
+    type: str | type,
+    write: Callable[[Any, Any], None],
+    load: Callable[[Any], Any],
+    stream: bool = False,
+    folder: bool = False,
+    check: Callable[[Any], None] | None = None,
+    default: bool = False,
+) -> Format:
+    """Teach lamin_magic to store objects of `type` as `suffix` files (or folders).
+
+    `default=True` makes it the format chosen for that type when `format=` is not given.
+    """
+    if not suffix.startswith(".") or "/" in suffix or len(suffix) < 2:
+        raise InvalidArgumentError(f"suffix {suffix!r} must look like '.npy'")
+    fmt = Format(name, suffix, _type_key(type), write, load, stream, folder, check)
+    if default:
+        rest = {k: v for k, v in _formats.items() if k != name}
+        _formats.clear()
+        _formats[name] = fmt
+        _formats.update(rest)
+    else:
+        _formats[name] = fmt
+    return fmt
+
+
+def _ensure_builtin() -> None:
+    if "parquet" not in _formats:
+        from . import anndata_formats, dataframe  # noqa: F401  (they register themselves)
+
+
+def supported_types() -> str:
+    _ensure_builtin()
+    seen: dict[str, list[str]] = {}
+    for fmt in _formats.values():
+        seen.setdefault(fmt.type.split(":")[1], []).append(fmt.name)
+    return ", ".join(f"{t} ({' / '.join(names)})" for t, names in seen.items())
+
+
+def describe(obj: Any) -> str:
+    cls = type(obj)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def format_for(obj: Any, name: str | None = None) -> Format:
+    """The format that stores `obj`: the one named, else the first registered for its type."""
+    _ensure_builtin()
+    types = {type_name(c) for c in type(obj).__mro__}
+    if name is not None:
+        fmt = _formats.get(name)
+        if fmt is None:
+            raise InvalidArgumentError(
+                f"unknown format {name!r}; use one of: {', '.join(_formats)}"
+            )
+        if fmt.type not in types:
+            fits = [f.name for f in _formats.values() if f.type in types]
+            hint = f"use one of: {', '.join(fits)}" if fits else f"it stores {fmt.type}"
+            raise UnsupportedTypeError(f"format {name!r} cannot store a {describe(obj)}; {hint}")
+        return fmt
+    for fmt in _formats.values():
+        if fmt.type in types:
+            return fmt
+    raise UnsupportedTypeError(
+        f"cannot store a {describe(obj)}; supported types: {supported_types()} "
+        "(lm.register_format adds more)"
+    )
+
+
+def format_for_suffix(suffix: str) -> Format:
+    _ensure_builtin()
+    for fmt in _formats.values():
+        if fmt.suffix == suffix:
+            return fmt
+    raise UnsupportedTypeError(
+        f"no format loads {suffix!r} files in this session; register one with "
+        "lm.register_format"
+    )

@@ -1,0 +1,200 @@
+"""What is running: the notebook (or script, or IPython session) as a Transform, this process as a Run.
+
+Where the notebook is, first hit wins: an explicit path; env `LAMIN_MAGIC_NOTEBOOK`; VS Code's
+`__vsc_ipynb_file__`; `JPY_SESSION_NAME` / `__session__` naming an `.ipynb`; the running Jupyter
+servers' sessions matched by kernel id.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import instance as inst
+from .errors import InvalidArgumentError
+
+
+@dataclass
+class Context:
+    """The Transform and Run of this process; None until tracked."""
+
+    transform: Any = None
+    run: Any = None
+    instance_root: Path | None = None
+    how: str = ""  # how the notebook was found, or why not
+
+    def __repr__(self) -> str:
+        return f"Context(transform={self.transform!r}, run={self.run!r})"
+
+
+context = Context()
+
+
+def ipython_shell() -> Any:
+    """The running IPython shell, or None (not imported, so a script stays light)."""
+    if "IPython" not in sys.modules:
+        return None
+    from IPython import get_ipython
+
+    return get_ipython()
+
+
+def in_kernel(shell: Any) -> bool:
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _ipynb(value: Any) -> Path | None:
+    if isinstance(value, (str, os.PathLike)) and str(value).endswith(".ipynb"):
+        return Path(value)
+    return None
+
+
+def detect_notebook_path(shell: Any = None) -> tuple[Path | None, str]:
+    """(notebook path, how it was found) or (None, why not)."""
+    env = os.environ.get("LAMIN_MAGIC_NOTEBOOK")
+    if env:
+        return Path(env).expanduser(), "LAMIN_MAGIC_NOTEBOOK"
+    ns = getattr(shell, "user_ns", {}) if shell is not None else {}
+    found = _ipynb(ns.get("__vsc_ipynb_file__"))
+    if found:
+        return found, "VS Code"
+    found = _ipynb(os.environ.get("JPY_SESSION_NAME"))
+    if found:
+        return found, "JPY_SESSION_NAME"
+    found = _ipynb(ns.get("__session__"))
+    if found:
+        return found, "__session__"
+    if in_kernel(shell):
+        from .servers import notebook_from_servers
+
+        found = notebook_from_servers()
+        if found:
+            return found, "the Jupyter server's sessions"
+    return None, "no notebook found"
+
+
+def read_title(path: Path) -> str | None:
+    """The first markdown line that starts with '# ', read with json (nbformat takes 1.8 s to import)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            nb = json.load(f)
+    except (OSError, ValueError):
+        return None
+    for cell in nb.get("cells", []) if isinstance(nb, dict) else []:
+        if not isinstance(cell, dict) or cell.get("cell_type") != "markdown":
+            continue
+        source = cell.get("source", "")
+        text = "".join(source) if isinstance(source, list) else str(source)
+        for line in text.splitlines():
+            if line.startswith("# "):
+                return line[2:].strip() or None
+    return None
+
+
+def _script_path() -> Path | None:
+    main = sys.modules.get("__main__")
+    file = getattr(main, "__file__", None)
+    return Path(file) if file and os.path.isfile(file) else None
+
+
+def _what_runs(path: str | os.PathLike[str] | None, shell: Any) -> tuple[str, Path | None, str]:
+    """(type, path, how) of what is running."""
+    if path is not None:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise InvalidArgumentError(f"no file at {p}; give the path of the notebook or script")
+        return ("notebook" if p.suffix == ".ipynb" else "script"), p, "given explicitly"
+    if shell is not None:
+        nb, how = detect_notebook_path(shell)
+        if nb is not None:
+            return "notebook", nb, how
+        return "ipython", None, how
+    nb, how = detect_notebook_path(None)
+    if nb is not None:
+        return "notebook", nb, how
+    script = _script_path()
+    if script is not None:
+        return "script", script, "the running script"
+    return "ipython", None, "an interactive session"
+
+
+def track(
+    path: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+    *,
+    new_run: bool = False,
+) -> Any:
+    """Record what is running as a Transform and this process as a Run; returns the Run.
+
+    Tracking the same notebook again in the same process keeps its Run, unless `new_run`.
+    """
+    from . import registry as reg
+    from .ids import new_id
+
+    instance = inst.current()
+    kind, found, how = _what_runs(path, ipython_shell())
+    if found is not None:
+        found = found.absolute()
+        key: str | None = str(found)
+        name = found.stem
+        if title is None and kind == "notebook":
+            title = read_title(found)
+    else:
+        key, name = "ipython", "ipython"
+    tracked = context.transform
+    if (
+        not new_run
+        and tracked is not None
+        and context.instance_root == instance.root
+        and (tracked.key, tracked.type) == (key, kind)
+    ):
+        if title is not None and tracked.title != title:
+            tracked.title = title
+            tracked.save()
+        return context.run
+    with reg.db.atomic():
+        transform = reg.Transform.get_or_none(reg.Transform.key == key, reg.Transform.type == kind)
+        if transform is None:
+            transform = reg.Transform.create(
+                id=new_id("transform"), name=name, title=title, type=kind, key=key,
+                created_by=instance.user_id,
+            )
+        elif title is not None and transform.title != title:
+            transform.title = title
+            transform.save()
+        _finish(context.run)
+        run = reg.Run.create(id=new_id("run"), transform=transform, created_by=instance.user_id)
+    context.transform, context.run = transform, run
+    context.instance_root, context.how = instance.root, how
+    return run
+
+
+def ensure_run() -> Any:
+    """The current Run, tracking first if nothing is tracked in the current instance."""
+    instance = inst.current()
+    if context.run is None or context.instance_root != instance.root:
+        track()
+    return context.run
+
+
+def _finish(run: Any) -> None:
+    from . import registry as reg
+
+    if run is not None and context.instance_root == inst.current().root:
+        reg.Run.update(finished_at=reg.utcnow()).where(
+            reg.Run.id == run.id, reg.Run.finished_at.is_null()
+        ).execute()
+
+
+@atexit.register
+def _finish_at_exit() -> None:
+    try:
+        if context.run is not None:
+            _finish(context.run)
+    except Exception:  # the process is ending; nothing to tell
+        pass

@@ -1,0 +1,194 @@
+"""What `ls`, `show`, `runs` and `info` show, as tables that print as text and render as HTML.
+
+The magics and the CLI both call these; neither formats records itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from dataclasses import dataclass, field
+from typing import Any
+
+from peewee import fn
+
+from . import files
+from . import instance as inst
+from . import registry as reg
+from . import tracking
+
+PAGE_SIZE = 50
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+def human_size(size: int | None) -> str:
+    if size is None:
+        return ""
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return str(size)
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+    footer: str = ""
+
+    def __str__(self) -> str:
+        cells = [[_cell(v) for v in row] for row in self.rows]
+        widths = [len(c) for c in self.columns]
+        for row in cells:
+            widths = [max(w, len(c)) for w, c in zip(widths, row)]
+        lines = [self.title] if self.title else []
+        lines.append("  ".join(c.ljust(w) for c, w in zip(self.columns, widths)).rstrip())
+        lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+        if not self.rows:
+            lines.append("(none)")
+        if self.footer:
+            lines.append(self.footer)
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join(
+            "<tr>"
+            + "".join(f"<td style='text-align:left'>{html.escape(_cell(v))}</td>" for v in row)
+            + "</tr>"
+            for row in self.rows
+        )
+        title = f"<b>{html.escape(self.title)}</b>" if self.title else ""
+        foot = f"<p>{html.escape(self.footer)}</p>" if self.footer else ""
+        return f"{title}<table><tr>{head}</tr>{body}</table>{foot}"
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+@dataclass
+class Sections:
+    """Several tables shown one after another."""
+
+    parts: list[Table] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return "\n\n".join(str(p) for p in self.parts)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        return "".join(p._repr_html_() for p in self.parts)
+
+
+def list_files(pattern: str | None = None, page: int = 1, page_size: int = PAGE_SIZE) -> Table:
+    """The latest version of each stored name (matching a glob `pattern`), a page at a time."""
+    inst.current()
+    if page < 1:
+        raise files.InvalidArgumentError(f"page {page} does not exist; pages start at 1")
+    where, params = ("WHERE name GLOB ?", [pattern]) if pattern else ("", [])
+    sql = (
+        "SELECT f.name, f.version, f.suffix, f.size, f.created_at, f.id, f.description FROM "
+        f"(SELECT name, MAX(version) AS v FROM file {where} GROUP BY name ORDER BY name "
+        "LIMIT ? OFFSET ?) AS latest JOIN file f ON f.name = latest.name AND f.version = latest.v "
+        "ORDER BY f.name"
+    )
+    params += [page_size + 1, (page - 1) * page_size]
+    rows = [list(r) for r in reg.db.execute_sql(sql, params).fetchall()]
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    for row in rows:
+        row[3] = human_size(row[3])
+        row[4] = reg.UTCDateTimeField().python_value(row[4])
+    footer = f"more on page {page + 1}" if more else ""
+    title = f"files matching {pattern!r}" if pattern else "files"
+    if page > 1:
+        title += f", page {page}"
+    columns = ["name", "version", "suffix", "size", "created_at", "id", "description"]
+    return Table(title, columns, rows, footer)
+
+
+def show_file(spec: str) -> Sections:
+    """One file: its record, the run and transform that made it, its versions, its readers."""
+    name, version = files.parse_name_version(spec)
+    inst.current()
+    file = files.get_file(name, version)
+    record = Table(
+        f"{file.name}@{file.version}",
+        ["field", "value"],
+        [[k, v] for k, v in file._shown_fields()],
+    )
+    made = Table("made by", ["run", "transform", "type", "title", "started", "finished"], [])
+    if file.run_id:
+        run = reg.Run.get_or_none(reg.Run.id == file.run_id)
+        if run is not None:
+            t = run.transform
+            made.rows.append([run.id, t.name, t.type, t.title, run.created_at, run.finished_at])
+    versions = Table(
+        "versions",
+        ["version", "id", "size", "hash", "created_at"],
+        [
+            [f.version, f.id, human_size(f.size), f.hash, f.created_at]
+            for f in reg.File.select()
+            .where(reg.File.name == file.name)
+            .order_by(reg.File.version.desc())
+        ],
+    )
+    readers = Table(
+        "read by",
+        ["run", "transform", "type", "started"],
+        [
+            [r.id, r.transform.name, r.transform.type, r.created_at]
+            for r in reg.Run.select(reg.Run, reg.Transform)
+            .join(reg.RunInput, on=(reg.RunInput.run == reg.Run.id))
+            .switch(reg.Run)
+            .join(reg.Transform)
+            .where(reg.RunInput.file == file.id)
+            .order_by(reg.Run.created_at.desc())
+        ],
+    )
+    return Sections([record, made, versions, readers])
+
+
+def list_runs(limit: int = PAGE_SIZE) -> Table:
+    inst.current()
+    outputs = reg.File.select(fn.COUNT(reg.File.id)).where(reg.File.run == reg.Run.id)
+    query = (
+        reg.Run.select(reg.Run, reg.Transform, outputs.alias("n_outputs"))
+        .join(reg.Transform)
+        .order_by(reg.Run.created_at.desc())
+        .limit(limit)
+    )
+    rows = [
+        [r.id, r.transform.name, r.transform.type, r.created_at, r.finished_at, r.n_outputs]
+        for r in query
+    ]
+    columns = ["run", "transform", "type", "started", "finished", "files made"]
+    return Table("runs, newest first", columns, rows)
+
+
+def info() -> Table:
+    instance = inst.current()
+    user = reg.User.get_by_id(instance.user_id)
+    t, run = tracking.context.transform, tracking.context.run
+    rows: list[list[Any]] = [
+        ["instance", str(instance.root)],
+        ["chosen", instance.how],
+        ["registry", str(instance.registry_path)],
+        ["user", f"{user.handle} ({user.id})"],
+        ["transform", f"{t.name} ({t.type}, {t.id})" if t is not None else "not tracked"],
+        ["title", t.title if t is not None else None],
+        ["run", run.id if run is not None else "not tracked"],
+        ["notebook found by", tracking.context.how or None],
+    ]
+    return Table("lamin_magic", ["what", "value"], rows)
