@@ -33,7 +33,24 @@ _LAZY = {
     "errors": ("errors", None),
 }
 
-__all__ = [*_LAZY, "load_ipython_extension", "unload_ipython_extension", "__version__"]
+__all__ = [
+    "File",
+    "Run",
+    "Storage",
+    "Transform",
+    "User",
+    "__version__",
+    "add",
+    "context",
+    "errors",
+    "init",
+    "load",
+    "load_ipython_extension",
+    "register_format",
+    "select",
+    "track",
+    "unload_ipython_extension",
+]
 
 if TYPE_CHECKING:
     from . import errors

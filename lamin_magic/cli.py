@@ -17,8 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"lamin-magic {__version__}")
     parser.add_argument(
-        "--root", help="the instance folder (default: LAMIN_MAGIC_ROOT, the nearest instance "
-        "in this folder or its parents, else the per-user default)"
+        "--root",
+        help="the instance folder (default: LAMIN_MAGIC_ROOT, the nearest instance "
+        "in this folder or its parents, else the per-user default)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("init", help="create (or check) the instance at PATH")

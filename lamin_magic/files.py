@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from . import instance as inst
 from . import registry as reg
@@ -78,9 +79,7 @@ def stored_path(file: reg.File) -> Path:
 
 
 def _latest(name: str) -> reg.File | None:
-    return (
-        reg.File.select().where(reg.File.name == name).order_by(reg.File.version.desc()).first()
-    )
+    return reg.File.select().where(reg.File.name == name).order_by(reg.File.version.desc()).first()
 
 
 def _stored_twin(written: Any, suffix: str, instance: inst.Instance) -> reg.File | None:
@@ -108,12 +107,15 @@ def add(file: reg.File) -> reg.File:
 
     if not isinstance(file, reg.File):
         raise InvalidArgumentError(
-            f"lm.add takes a File, not {type(file).__name__}; wrap it: lm.add(lm.File(obj, name=...))"
+            f"lm.add takes a File, not {type(file).__name__}; "
+            "wrap it: lm.add(lm.File(obj, name=...))"
         )
     if file._object is None:
         if file.id and reg.File.get_or_none(reg.File.id == file.id) is not None:
             return file
-        raise InvalidArgumentError("this File holds no object; create it with lm.File(obj, name=...)")
+        raise InvalidArgumentError(
+            "this File holds no object; create it with lm.File(obj, name=...)"
+        )
     instance = inst.current()
     run = tracking.ensure_run()
     written = write_temp(file._object, file._format, instance.temp_dir)
@@ -172,13 +174,12 @@ def get_file(name: str, version: int | None = None) -> reg.File:
         found = query.order_by(reg.File.version.desc()).first()
     if found is not None:
         return found
-    versions = [v for (v,) in query.select(reg.File.version).order_by(reg.File.version).tuples()]
+    versions = [f.version for f in query.select(reg.File.version).order_by(reg.File.version)]
     if versions:
         raise NotFoundError(
-            f"{name!r} has no version {version}; it has versions "
-            f"{', '.join(map(str, versions))}"
+            f"{name!r} has no version {version}; it has versions {', '.join(map(str, versions))}"
         )
-    names = [n for (n,) in reg.File.select(reg.File.name).distinct().tuples()]
+    names = [f.name for f in reg.File.select(reg.File.name).distinct()]
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"did you mean {close[0]!r}?" if close else "%lamin ls lists what is stored"
     raise NotFoundError(f"no file named {name!r}; {hint}")
@@ -197,8 +198,7 @@ def verify_file(file: reg.File) -> None:
     path = stored_path(file)
     if not path.exists():
         raise IntegrityError(
-            f"the bytes of {file.name}@{file.version} are missing ({path}); "
-            "run lamin-magic check"
+            f"the bytes of {file.name}@{file.version} are missing ({path}); run lamin-magic check"
         )
     size, digest, hash_type = hash_path(path)
     if (size, digest, hash_type) != (file.size, file.hash, file.hash_type):
@@ -219,8 +219,7 @@ def load_file(file: reg.File, verify: bool = False) -> Any:
         verify_file(file)
     elif not path.exists():
         raise IntegrityError(
-            f"the bytes of {file.name}@{file.version} are missing ({path}); "
-            "run lamin-magic check"
+            f"the bytes of {file.name}@{file.version} are missing ({path}); run lamin-magic check"
         )
     obj = format_for_suffix(file.suffix).load(path)
     record_input(file)

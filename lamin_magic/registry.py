@@ -9,8 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import html
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import peewee as pw
 
@@ -81,7 +82,6 @@ class Record(pw.Model):
         inner = ", ".join(f"{name}={value!r}" for name, value in self._shown_fields())
         return f"{type(self).__name__}({inner})"
 
-
     def _repr_html_(self) -> str:
         rows = "".join(
             f"<tr><th style='text-align:left'>{html.escape(name)}</th>"
@@ -117,6 +117,7 @@ class Transform(Record):
 
 
 class Run(Record):
+    n_outputs: int  # set by queries that count them
     id = pw.CharField(primary_key=True, max_length=20)
     transform = pw.ForeignKeyField(Transform, column_name="transform_id", backref="runs")
     created_by = pw.ForeignKeyField(User, column_name="created_by_id")
@@ -129,6 +130,9 @@ _NO_OBJECT = object()
 
 class File(Record):
     """A stored object. `File(df, name="iris")` prepares one; `lm.add(file)` stores it."""
+
+    run_id: str | None  # peewee's column attribute for `run`
+    _dirty: set[str]
 
     id = pw.CharField(primary_key=True, max_length=20)
     name = pw.TextField()
@@ -188,7 +192,7 @@ MODELS: list[type[pw.Model]] = [User, Storage, Transform, Run, File, RunInput]
 
 # peewee's metaclass gives every model a '<Name: str>' repr; records print like the tutorial's
 for _model in (User, Storage, Transform, Run, File):
-    _model.__repr__ = Record.__str__  # type: ignore[method-assign]
+    _model.__repr__ = Record.__str__  # type: ignore[method-assign,assignment]
 
 # Upgrades from schema version N to N + 1, run in order in one transaction.
 UPGRADES: dict[int, Callable[[pw.SqliteDatabase], None]] = {}

@@ -61,7 +61,7 @@ def _sessions(info: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
     request = urllib.request.Request(url)
     if info.get("token"):
         request.add_header("Authorization", f"token {info['token']}")
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (local server)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         data = json.loads(response.read())
     return data if isinstance(data, list) else []
 

@@ -1,4 +1,4 @@
-"""What is running: the notebook (or script, or IPython session) as a Transform, this process as a Run.
+"""What is running: the notebook, script or IPython session (a Transform); this process (a Run).
 
 Where the notebook is, first hit wins: an explicit path; env `LAMIN_MAGIC_NOTEBOOK`; VS Code's
 `__vsc_ipynb_file__`; `JPY_SESSION_NAME` / `__session__` naming an `.ipynb`; the running Jupyter
@@ -79,7 +79,10 @@ def detect_notebook_path(shell: Any = None) -> tuple[Path | None, str]:
 
 
 def read_title(path: Path) -> str | None:
-    """The first markdown line that starts with '# ', read with json (nbformat takes 1.8 s to import)."""
+    """The first markdown line that starts with '# '.
+
+    Read with json: nbformat takes 1.8 s to import where jupyter_server is installed.
+    """
     try:
         with open(path, encoding="utf-8") as f:
             nb = json.load(f)
@@ -161,7 +164,11 @@ def track(
         transform = reg.Transform.get_or_none(reg.Transform.key == key, reg.Transform.type == kind)
         if transform is None:
             transform = reg.Transform.create(
-                id=new_id("transform"), name=name, title=title, type=kind, key=key,
+                id=new_id("transform"),
+                name=name,
+                title=title,
+                type=kind,
+                key=key,
                 created_by=instance.user_id,
             )
         elif title is not None and transform.title != title:

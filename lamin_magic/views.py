@@ -12,10 +12,9 @@ from typing import Any
 
 from peewee import fn
 
-from . import files
+from . import files, tracking
 from . import instance as inst
 from . import registry as reg
-from . import tracking
 
 PAGE_SIZE = 50
 
@@ -50,10 +49,14 @@ class Table:
         cells = [[_cell(v) for v in row] for row in self.rows]
         widths = [len(c) for c in self.columns]
         for row in cells:
-            widths = [max(w, len(c)) for w, c in zip(widths, row)]
+            widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+
+        def line(values: list[str]) -> str:
+            return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
         lines = [self.title] if self.title else []
-        lines.append("  ".join(c.ljust(w) for c, w in zip(self.columns, widths)).rstrip())
-        lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+        lines.append(line(self.columns))
+        lines.extend(line(row) for row in cells)
         if not self.rows:
             lines.append("(none)")
         if self.footer:
@@ -96,7 +99,8 @@ def list_files(pattern: str | None = None, page: int = 1, page_size: int = PAGE_
     inst.current()
     if page < 1:
         raise files.InvalidArgumentError(f"page {page} does not exist; pages start at 1")
-    where, params = ("WHERE name GLOB ?", [pattern]) if pattern else ("", [])
+    params: list[Any] = [pattern] if pattern else []
+    where = "WHERE name GLOB ?" if pattern else ""
     sql = (
         "SELECT f.name, f.version, f.suffix, f.size, f.created_at, f.id, f.description FROM "
         f"(SELECT name, MAX(version) AS v FROM file {where} GROUP BY name ORDER BY name "

@@ -24,9 +24,21 @@ def check_dataframe(df: Any) -> None:
             f"parquet stores column names as strings, so {bad[0]!r} would come back as "
             f"{str(bad[0])!r}; rename first: df.columns = df.columns.astype(str)"
         )
+    if len(columns) == 0 and len(df) > 0 and isinstance(df.index, pd.RangeIndex):
+        raise UnsupportedTypeError(
+            f"a DataFrame with {len(df)} rows and no columns would come back with no rows; "
+            "add a column, or store its index as one: df.reset_index()"
+        )
     if columns.has_duplicates:
         dup = columns[columns.duplicated()][0]
         raise UnsupportedTypeError(f"column {dup!r} appears twice; give each column a unique name")
+    if len(df) == 0:
+        for name, dtype in df.dtypes.items():
+            if isinstance(dtype, pd.CategoricalDtype) and len(dtype.categories):
+                raise UnsupportedTypeError(
+                    f"parquet drops the categories of column {name!r} when a DataFrame has no "
+                    "rows; store at least one row, or convert it: df[col].astype(str)"
+                )
 
 
 def write_parquet(df: Any, stream: BinaryIO) -> None:

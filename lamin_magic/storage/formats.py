@@ -26,8 +26,9 @@ format cannot store faithfully by raising `UnsupportedTypeError` with the fix.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import InvalidArgumentError, UnsupportedTypeError
 
@@ -44,7 +45,9 @@ class Format:
     check: Callable[[Any], None] | None = None
 
 
-_formats: dict[str, Format] = {}  # by name, in registration order; the first of a type is its default
+_formats: dict[
+    str, Format
+] = {}  # by name, in registration order; the first of a type is its default
 
 
 def type_name(cls: type) -> str:
@@ -90,7 +93,11 @@ def register_format(
 
 def _ensure_builtin() -> None:
     if "parquet" not in _formats:
-        from . import anndata_formats, dataframe  # noqa: F401  (they register themselves)
+        from importlib import import_module
+
+        # each registers itself on import; this order makes the listing in errors
+        for module in ("dataframe", "anndata_formats"):
+            import_module(f"{__package__}.{module}")
 
 
 def supported_types() -> str:
@@ -138,6 +145,5 @@ def format_for_suffix(suffix: str) -> Format:
         if fmt.suffix == suffix:
             return fmt
     raise UnsupportedTypeError(
-        f"no format loads {suffix!r} files in this session; register one with "
-        "lm.register_format"
+        f"no format loads {suffix!r} files in this session; register one with lm.register_format"
     )

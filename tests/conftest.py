@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+import lamin_magic as lm
+from lamin_magic import instance, tracking
+from lamin_magic.storage import formats
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+ENV_VARS = (
+    "LAMIN_MAGIC_ROOT",
+    "LAMIN_MAGIC_NOTEBOOK",
+    "LAMIN_MAGIC_USER",
+    "LAMIN_MAGIC_AUTOLOAD",
+    "JPY_SESSION_NAME",
+)
+
+
+def forget_instance() -> None:
+    instance.reset()
+    tracking.context.transform = tracking.context.run = None
+    tracking.context.instance_root = None
+    tracking.context.how = ""
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path_factory, monkeypatch):
+    """No test sees the developer's instances, environment or working directory."""
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    monkeypatch.chdir(home)
+    forget_instance()
+    formats._ensure_builtin()
+    registered = dict(formats._formats)
+    yield
+    forget_instance()
+    formats._formats.clear()
+    formats._formats.update(registered)
+
+
+@pytest.fixture
+def inst(tmp_path):
+    """A fresh instance in a temporary folder, in use for the test."""
+    return lm.init(tmp_path / "inst")
+
+
+def stored_objects(root: Path) -> list[str]:
+    """What the instance folder holds besides its registry and the temporary folder."""
+    return sorted(
+        p.name for p in root.iterdir() if ".lndb" not in p.name and p.name != instance.TEMP_DIR_NAME
+    )
+
+
+def temporaries(root: Path) -> list[str]:
+    tmp = root / instance.TEMP_DIR_NAME
+    return sorted(p.name for p in tmp.iterdir()) if tmp.exists() else []

@@ -1,0 +1,132 @@
+"""The registry on disk, read with nothing but the stdlib sqlite3 and the documented schema."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pandas as pd
+import pytest
+
+import lamin_magic as lm
+from lamin_magic import instance, registry
+from lamin_magic.errors import InstanceError
+
+DOCUMENTED = {
+    "user": ["id", "handle", "name", "created_at"],
+    "storage": ["id", "root", "type", "created_at"],
+    "transform": ["id", "version", "name", "title", "type", "key", "created_by_id", "created_at"],
+    "run": ["id", "transform_id", "created_by_id", "created_at", "finished_at"],
+    "file": [
+        "id",
+        "name",
+        "version",
+        "description",
+        "suffix",
+        "size",
+        "hash",
+        "hash_type",
+        "key",
+        "run_id",
+        "storage_id",
+        "created_by_id",
+        "created_at",
+    ],
+    "run_input": ["run_id", "file_id"],
+}
+
+
+def connect(inst) -> sqlite3.Connection:
+    return sqlite3.connect(inst.registry_path)
+
+
+def test_tables_and_columns_are_the_documented_ones(inst):
+    with connect(inst) as con:
+        for table, columns in DOCUMENTED.items():
+            found = [row[1] for row in con.execute(f"PRAGMA table_info({table})")]
+            assert found == columns, table
+        assert con.execute("PRAGMA user_version").fetchone()[0] == registry.SCHEMA_VERSION
+    con.close()
+
+
+def test_pragmas_wal_and_foreign_keys(inst):
+    assert registry.db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert registry.db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert registry.db.execute_sql("PRAGMA busy_timeout").fetchone()[0] >= 5000
+
+
+def test_what_the_api_wrote_reads_back_with_sqlite3(inst):
+    lm.track()
+    df = pd.DataFrame({"a": [1, 2, 3]})
+    file = lm.add(lm.File(df, name="frame", description="three rows"))
+    file.load()  # loaded by the run that made it: not an input of that run
+    lm.track(new_run=True)
+    lm.load("frame")  # another run reads it: an input
+    con = connect(inst)
+    row = con.execute(
+        "SELECT f.name, f.version, f.description, f.suffix, f.size, f.hash_type, f.key, "
+        "t.name, t.type, u.handle, s.root FROM file f JOIN run r ON f.run_id = r.id "
+        "JOIN transform t ON r.transform_id = t.id JOIN user u ON f.created_by_id = u.id "
+        "JOIN storage s ON f.storage_id = s.id WHERE f.id = ?",
+        (file.id,),
+    ).fetchone()
+    assert row[:6] == ("frame", 1, "three rows", ".parquet", file.size, "sha256")
+    assert (inst.root / row[6]).stat().st_size == file.size
+    assert row[8] == "script"  # pytest runs as a script
+    assert row[9] == instance.current_user_handle()
+    assert row[10] == str(inst.root)
+    inputs = con.execute("SELECT run_id, file_id FROM run_input").fetchall()
+    assert inputs == [(lm.context.run.id, file.id)]
+    finished = con.execute("SELECT finished_at FROM run WHERE id = ?", (file.run_id,)).fetchone()
+    assert finished[0] is not None  # the first run ended when the second began
+    con.close()
+
+
+def test_lengths_of_ids(inst):
+    lm.track()
+    file = lm.add(lm.File(pd.DataFrame({"a": [1]}), name="x"))
+    con = connect(inst)
+    lengths = {
+        t: {len(r[0]) for r in con.execute(f"SELECT id FROM {t}")}
+        for t in ("user", "storage", "transform", "run", "file")
+    }
+    con.close()
+    assert lengths == {"user": {8}, "storage": {8}, "transform": {12}, "run": {20}, "file": {20}}
+    assert len(file.hash) == 22
+
+
+def test_newer_schema_is_refused_with_the_fix(tmp_path):
+    inst = lm.init(tmp_path / "inst")
+    path = inst.registry_path
+    instance.reset()
+    con = sqlite3.connect(path)
+    con.execute(f"PRAGMA user_version = {registry.SCHEMA_VERSION + 1}")
+    con.close()
+    with pytest.raises(InstanceError, match=r"newer than this lamin_magic.*pip install -U"):
+        lm.init(tmp_path / "inst")
+
+
+def test_older_schema_is_upgraded_in_place(tmp_path, monkeypatch):
+    inst = lm.init(tmp_path / "inst")
+    path = inst.registry_path
+    instance.reset()
+    ran = []
+    monkeypatch.setattr(registry, "SCHEMA_VERSION", registry.SCHEMA_VERSION + 1)
+    monkeypatch.setitem(
+        registry.UPGRADES,
+        registry.SCHEMA_VERSION - 1,
+        lambda db: ran.append(db.execute_sql("ALTER TABLE file ADD COLUMN extra TEXT")),
+    )
+    lm.init(tmp_path / "inst")
+    assert len(ran) == 1
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == registry.SCHEMA_VERSION
+    assert "extra" in [r[1] for r in con.execute("PRAGMA table_info(file)")]
+    con.close()
+
+
+def test_corrupt_registry_is_an_instance_error(tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "broken.lndb").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(InstanceError, match="cannot open the registry"):
+        lm.init(folder)
