@@ -1,1 +1,23 @@
-# placeholder
+# Installed by the lamin_magic wheel into <prefix>/etc/ipython/startup/, so that every Jupyter
+# kernel of this environment tracks its notebook. Terminal IPython is left alone.
+# Switch it off with LAMIN_MAGIC_AUTOLOAD=0.
+
+
+def _lamin_magic_autoload() -> None:
+    import os
+
+    if os.environ.get("LAMIN_MAGIC_AUTOLOAD", "1").strip().lower() in ("0", "false", "no", "off"):
+        return
+    try:
+        ip = get_ipython()  # type: ignore[name-defined]  # noqa: F821
+        if type(ip).__name__ != "ZMQInteractiveShell":
+            return
+        ip.extension_manager.load_extension("lamin_magic")
+    except Exception as e:  # never break a kernel
+        import warnings
+
+        warnings.warn(f"lamin_magic did not load: {e}", stacklevel=1)
+
+
+_lamin_magic_autoload()
+del _lamin_magic_autoload

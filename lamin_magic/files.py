@@ -103,6 +103,11 @@ def add(file: reg.File) -> reg.File:
     Same content under another name: a new record sharing the stored bytes.
     Same name, new content: the next version.
     """
+    return add_with_status(file)[0]
+
+
+def add_with_status(file: reg.File) -> tuple[reg.File, str]:
+    """`add`, and what happened: "new", "new version" or "unchanged"."""
     from .storage.objects import move_into_place, remove_path, write_temp
 
     if not isinstance(file, reg.File):
@@ -112,7 +117,7 @@ def add(file: reg.File) -> reg.File:
         )
     if file._object is None:
         if file.id and reg.File.get_or_none(reg.File.id == file.id) is not None:
-            return file
+            return file, "unchanged"
         raise InvalidArgumentError(
             "this File holds no object; create it with lm.File(obj, name=...)"
         )
@@ -129,8 +134,9 @@ def add(file: reg.File) -> reg.File:
                 and latest.hash_type == written.hash_type
                 and latest.suffix == file.suffix
             ):
-                stored = latest
+                stored, status = latest, "unchanged"
             else:
+                status = "new" if latest is None else "new version"
                 file_id = new_id("file")
                 twin = _stored_twin(written, file.suffix, instance)
                 if twin is not None:
@@ -162,7 +168,7 @@ def add(file: reg.File) -> reg.File:
         remove_path(written.temp_path)
     file.__data__ = dict(stored.__data__)
     file._dirty.clear()
-    return stored
+    return stored, status
 
 
 def get_file(name: str, version: int | None = None) -> reg.File:

@@ -78,7 +78,7 @@ def detect_notebook_path(shell: Any = None) -> tuple[Path | None, str]:
     return None, "no notebook found"
 
 
-def read_title(path: Path) -> str | None:
+def notebook_title(path: Path) -> str | None:
     """The first markdown line that starts with '# '.
 
     Read with json: nbformat takes 1.8 s to import where jupyter_server is installed.
@@ -131,6 +131,7 @@ def track(
     title: str | None = None,
     *,
     new_run: bool = False,
+    read_title: bool = True,
 ) -> Any:
     """Record what is running as a Transform and this process as a Run; returns the Run.
 
@@ -143,10 +144,10 @@ def track(
     kind, found, how = _what_runs(path, ipython_shell())
     if found is not None:
         found = found.absolute()
-        key: str | None = str(found)
+        key = str(found)
         name = found.stem
-        if title is None and kind == "notebook":
-            title = read_title(found)
+        if title is None and kind == "notebook" and read_title:
+            title = notebook_title(found)
     else:
         key, name = "ipython", "ipython"
     tracked = context.transform
@@ -161,24 +162,54 @@ def track(
             tracked.save()
         return context.run
     with reg.db.atomic():
-        transform = reg.Transform.get_or_none(reg.Transform.key == key, reg.Transform.type == kind)
-        if transform is None:
-            transform = reg.Transform.create(
-                id=new_id("transform"),
-                name=name,
-                title=title,
-                type=kind,
-                key=key,
-                created_by=instance.user_id,
-            )
-        elif title is not None and transform.title != title:
-            transform.title = title
-            transform.save()
+        transform = _transform_for(kind, key, name, title)
         _finish(context.run)
         run = reg.Run.create(id=new_id("run"), transform=transform, created_by=instance.user_id)
     context.transform, context.run = transform, run
     context.instance_root, context.how = instance.root, how
     return run
+
+
+def _transform_for(kind: str, key: str, name: str, title: str | None) -> Any:
+    """The Transform of `key`, created if new; inside a transaction."""
+    from . import registry as reg
+    from .ids import new_id
+
+    transform = reg.Transform.get_or_none(reg.Transform.key == key, reg.Transform.type == kind)
+    if transform is None:
+        transform = reg.Transform.create(
+            id=new_id("transform"),
+            name=name,
+            title=title,
+            type=kind,
+            key=key,
+            created_by=inst.current().user_id,
+        )
+    elif title is not None and transform.title != title:
+        transform.title = title
+        transform.save()
+    return transform
+
+
+def retarget_run(path: Path, how: str) -> Any:
+    """Point the current Run at the notebook found after it started (VS Code)."""
+    from . import registry as reg
+
+    path = path.absolute()
+    with reg.db.atomic():
+        transform = _transform_for("notebook", str(path), path.stem, None)
+        context.run.transform = transform
+        context.run.save()
+    context.transform, context.how = transform, how
+    return context.run
+
+
+def set_title(title: str) -> None:
+    """Record the current notebook's title (read after start-up)."""
+    transform = context.transform
+    if transform is not None and transform.title != title:
+        transform.title = title
+        transform.save()
 
 
 def ensure_run() -> Any:

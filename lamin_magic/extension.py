@@ -1,0 +1,162 @@
+"""`%load_ext lamin_magic`: register `%lamin`, track this notebook, never break the kernel.
+
+At kernel start VS Code has not yet set `__vsc_ipynb_file__`, so a `pre_run_cell` hook looks
+for the notebook again before the first cell runs, and removes itself. The title is read in a
+thread so that start-up does not wait on a large notebook; the first cell's end records it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+from . import tracking
+
+FIX = "%lamin track path/to/notebook.ipynb, or set LAMIN_MAGIC_NOTEBOOK before the kernel starts"
+
+
+class LaminMagicWarning(UserWarning):
+    """lamin_magic could not do something at load time; the kernel keeps running."""
+
+
+class TitleReader:
+    """Reads a notebook's title in a thread; `result()` waits for it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.title: str | None = None
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        self.title = tracking.read_title(self.path)
+
+    def result(self, timeout: float = 10.0) -> str | None:
+        self._thread.join(timeout)
+        return self.title
+
+
+class Extension:
+    """The state of one loaded extension: its magics and event hooks."""
+
+    def __init__(self, ip: Any) -> None:
+        self.ip = ip
+        self.magics: Any = None
+        self.title_reader: TitleReader | None = None
+        self.explicit = False  # the user tracked explicitly: start-up detection stands aside
+
+    def load(self) -> None:
+        from .magics import LaminMagics
+
+        self.magics = LaminMagics(shell=self.ip, extension=self)
+        self.ip.register_magics(self.magics)
+        self.ip.events.register("pre_run_cell", self.keep_cell_source)
+        self.ip.events.register("pre_run_cell", self.find_notebook_before_first_cell)
+        self.ip.events.register("post_run_cell", self.post_run_cell)
+        try:
+            self.track_at_start()
+        except Exception as e:  # a broken instance must not break the kernel
+            warn(f"lamin_magic could not track this session: {e}")
+
+    def track_at_start(self) -> None:
+        run = tracking.track(read_title=False)
+        transform = tracking.context.transform
+        if transform.type == "notebook" and transform.key:
+            self.title_reader = TitleReader(Path(transform.key))
+        print(summary(run))
+
+    def unload(self) -> None:
+        hooks = (
+            ("pre_run_cell", self.keep_cell_source),
+            ("pre_run_cell", self.find_notebook_before_first_cell),
+            ("post_run_cell", self.post_run_cell),
+        )
+        for event, hook in hooks:
+            with contextlib.suppress(ValueError):
+                self.ip.events.unregister(event, hook)
+        manager = self.ip.magics_manager
+        for kind in ("line", "cell"):
+            manager.magics[kind].pop("lamin", None)
+        manager.registry.pop("LaminMagics", None)
+
+    def keep_cell_source(self, info: Any) -> None:
+        """Before each cell: keep its source, so `x = %lamin load NAME` can tell it is assigned."""
+        if self.magics is not None:
+            self.magics.raw_cell = getattr(info, "raw_cell", "") or ""
+
+    def find_notebook_before_first_cell(self, info: Any) -> None:
+        """Look for the notebook once more before the first cell, then remove this hook."""
+        try:
+            self.ip.events.unregister("pre_run_cell", self.find_notebook_before_first_cell)
+            self.find_notebook_again()
+        except Exception as e:
+            warn(f"lamin_magic could not look for the notebook: {e}")
+
+    def find_notebook_again(self) -> None:
+        """VS Code sets __vsc_ipynb_file__ after start-up: re-point the run at the notebook."""
+        context = tracking.context
+        if self.explicit or context.run is None:
+            return
+        if context.transform is not None and context.transform.type == "notebook":
+            return
+        path, how = tracking.detect_notebook_path(self.ip)
+        if path is None:
+            if tracking.in_kernel(self.ip):
+                warn(f"lamin_magic could not tell which notebook this kernel runs; {FIX}")
+            return
+        tracking.retarget_run(path, how)
+        self.title_reader = TitleReader(path)
+
+    def post_run_cell(self, result: Any) -> None:
+        """After the first cell: record the title read in the background."""
+        try:
+            reader, self.title_reader = self.title_reader, None
+            if reader is not None:
+                title = reader.result()
+                if title:
+                    tracking.set_title(title)
+        except Exception as e:
+            warn(f"lamin_magic could not record the notebook's title: {e}")
+
+
+def summary(run: Any) -> str:
+    from . import instance
+
+    current = instance.current()
+    t = tracking.context.transform
+    if t.type == "ipython":
+        what = "an IPython session (no notebook found)"
+    else:
+        what = f"{t.type} {t.name!r}"
+    user = instance.current_user_handle()
+    return (
+        f"lamin_magic: instance {current.root} ({current.how}), user {user}\n"
+        f"lamin_magic: tracking {what}, run {run.id}"
+    )
+
+
+def warn(message: str) -> None:
+    warnings.warn(message, LaminMagicWarning, stacklevel=2)
+
+
+_loaded: dict[int, Extension] = {}
+
+
+def load(ip: Any) -> None:
+    try:
+        if id(ip) in _loaded:
+            return
+        ext = Extension(ip)
+        _loaded[id(ip)] = ext
+        ext.load()
+    except Exception as e:  # loading must never break a kernel
+        warn(f"lamin_magic did not load: {e}")
+
+
+def unload(ip: Any) -> None:
+    ext = _loaded.pop(id(ip), None)
+    if ext is not None:
+        ext.unload()
