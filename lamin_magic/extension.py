@@ -32,7 +32,7 @@ class TitleReader:
         self._thread.start()
 
     def _read(self) -> None:
-        self.title = tracking.read_title(self.path)
+        self.title = tracking.notebook_title(self.path)  # never raises: None when unreadable
 
     def result(self, timeout: float = 10.0) -> str | None:
         self._thread.join(timeout)

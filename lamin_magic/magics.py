@@ -256,8 +256,13 @@ class LaminMagics(Magics):
     def do_init(self, words: list[str], options: dict[str, str]) -> None:
         if len(words) != 1:
             raise UsageError("write %lamin init PATH, e.g. %lamin init ./mydata")
+        before = tracking.context.transform
         instance.init(words[0])
-        run = tracking.track()
+        # keep tracking what was tracked, however it was found
+        if before is not None and before.type in ("notebook", "script"):
+            run = tracking.track(before.key, before.title)
+        else:
+            run = tracking.track()
         from .extension import summary
 
         print(summary(run))

@@ -71,7 +71,8 @@ def test_what_the_api_wrote_reads_back_with_sqlite3(inst):
     ).fetchone()
     assert row[:6] == ("frame", 1, "three rows", ".parquet", file.size, "sha256")
     assert (inst.root / row[6]).stat().st_size == file.size
-    assert row[8] == "script"  # pytest runs as a script
+    # the transform that made it: pytest's script, or the test shell's IPython session
+    assert (row[7], row[8]) == (lm.context.transform.name, lm.context.transform.type)
     assert row[9] == instance.current_user_handle()
     assert row[10] == str(inst.root)
     inputs = con.execute("SELECT run_id, file_id FROM run_input").fetchall()
