@@ -8,18 +8,14 @@ thread so that start-up does not wait on a large notebook; the first cell's end 
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
 from . import tracking
 
 FIX = "%lamin track path/to/notebook.ipynb, or set LAMIN_MAGIC_NOTEBOOK before the kernel starts"
-
-
-class LaminMagicWarning(UserWarning):
-    """lamin_magic could not do something at load time; the kernel keeps running."""
 
 
 class TitleReader:
@@ -139,7 +135,8 @@ def summary(run: Any) -> str:
 
 
 def warn(message: str) -> None:
-    warnings.warn(message, LaminMagicWarning, stacklevel=2)
+    """One line on stderr (red in Jupyter): no source line, no traceback, kernel unharmed."""
+    print(f"Warning: {message}", file=sys.stderr, flush=True)
 
 
 _loaded: dict[int, Extension] = {}

@@ -67,6 +67,13 @@ class LaminMagics(Magics):
         if self.root:
             instance.configure_root(self.root)
 
+    @property
+    def ip(self) -> Any:
+        """The shell these magics are registered in."""
+        if self.shell is None:
+            raise UsageError("the %lamin magics are not registered in a shell")
+        return self.shell
+
     @observe("root")
     def _root_changed(self, change: dict[str, Any]) -> None:
         instance.configure_root(change["new"])
@@ -133,7 +140,7 @@ class LaminMagics(Magics):
     def _value(self, var: str) -> Any:
         if not IDENTIFIER.match(var):
             raise UsageError(f"{var!r} is not a variable name; write %lamin save df name=iris")
-        ns = self.shell.user_ns
+        ns = self.ip.user_ns
         if var not in ns:
             raise UsageError(f"{var!r} is not defined; run the cell that creates it first")
         return ns[var]
@@ -170,9 +177,9 @@ class LaminMagics(Magics):
     def save_cell(self, words: list[str], options: dict[str, str], cell: str) -> None:
         if "name" in options:
             raise UsageError("%%lamin save takes no name=; it saves each variable by its name")
-        ns = self.shell.user_ns
+        ns = self.ip.user_ns
         before = {k: id(v) for k, v in ns.items()}
-        result = self.shell.run_cell(cell)
+        result = self.ip.run_cell(cell)
         if not result.success:
             print("lamin_magic: the cell failed; nothing was saved")
             return
@@ -215,7 +222,7 @@ class LaminMagics(Magics):
                 f"{name!r} is not a variable name; write %lamin load {spec} as VAR, "
                 f"or x = %lamin load {spec}"
             )
-        self.shell.user_ns[target] = obj
+        self.ip.user_ns[target] = obj
         print(f"loaded {name}@{file.version} into {target} ({describe_object(obj)})")
         return None
 
