@@ -7,6 +7,8 @@ from typing import Any, BinaryIO
 from ..errors import UnsupportedTypeError
 from .formats import register_format
 
+BUFFER_SIZE = 8 * 1024 * 1024
+
 
 def check_dataframe(df: Any) -> None:
     """Refuse what parquet would silently change, with the fix."""
@@ -53,7 +55,9 @@ def write_parquet(df: Any, stream: BinaryIO) -> None:
             f"cannot store this DataFrame as parquet ({reason}); convert the column to one "
             "type, e.g. df[col] = df[col].astype(str)"
         ) from e
-    pq.write_table(table, stream)
+    # pyarrow writes many small pieces; buffering them makes few, large Python-level writes
+    with pa.output_stream(stream, buffer_size=BUFFER_SIZE) as buffered:
+        pq.write_table(table, buffered)
 
 
 def load_parquet(path: Any) -> Any:

@@ -1,0 +1,597 @@
+"""lamin_magic against the raw libraries doing the same work, in one run: a table of ratios.
+
+    python benchmarks/run.py            # the full run (~1 GiB frame; about 15 minutes here)
+    python benchmarks/run.py --quick    # small sizes, same code paths, under 2 minutes
+
+Each timed sample runs in a fresh process, the two sides interleaved (raw, ours, raw, ours ...),
+so neither side inherits the other's warm caches or memory pools; medians of REPEATS samples.
+`--quick` asserts nothing about timings: CI runs it to keep this script working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+# --- sizes ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Sizes:
+    rows: int  # DataFrame rows (10 M: ~1.08 GiB in memory)
+    obs: int  # AnnData cells
+    vars: int  # AnnData genes
+    registry_names: int  # File rows = names x versions
+    registry_versions: int
+    processes: int
+    saves: int  # per process
+    repeats: int
+    kernels: int
+
+
+FULL = Sizes(10_000_000, 100_000, 2_000, 10_000, 100, 8, 100, 3, 5)
+QUICK = Sizes(200_000, 2_000, 200, 1_000, 10, 4, 10, 1, 1)
+
+
+# --- what runs in a worker process ---------------------------------------------------------
+
+
+def make_frame(rows: int) -> Any:
+    """Floats, ints, a categorical and a column of unique strings."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {
+            "f1": rng.normal(size=rows),
+            "f2": rng.normal(size=rows),
+            "i1": rng.integers(0, 1 << 40, rows),
+            "i2": np.arange(rows),
+            "cat": pd.Categorical(rng.choice(["T cell", "B cell", "NK", "monocyte"], rows)),
+            "s": np.char.add("cell_", np.arange(rows).astype(str)).astype(object),
+        }
+    )
+
+
+def make_anndata(obs: int, n_vars: int) -> Any:
+    import anndata as ad
+    import numpy as np
+    import scipy.sparse as sp
+
+    X = sp.random(obs, n_vars, density=0.05, format="csr", dtype=np.float32, random_state=0)
+    return ad.AnnData(X)
+
+
+class PeakRSS:
+    """Samples this process's resident memory every 2 ms; `extra` is the peak above the start."""
+
+    def __init__(self) -> None:
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.start = self.peak = self.rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.page
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(0.002)
+
+    def __enter__(self) -> PeakRSS:
+        self.start = self.peak = self.rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+    @property
+    def extra(self) -> int:
+        return self.peak - self.start
+
+
+def shell_with_extension(root: Path) -> Any:
+    """An in-process IPython shell with lamin_magic loaded on the instance at `root`."""
+    os.environ["LAMIN_MAGIC_ROOT"] = str(root)
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance(history_length=0)
+    ip.history_manager.enabled = False
+    ip.run_line_magic("load_ext", "lamin_magic")
+    return ip
+
+
+def worker(op: str, sizes: Sizes, work: Path, sample: int) -> dict[str, Any]:
+    """One sample of one operation; returns seconds and extra peak memory."""
+    import contextlib
+    import io
+
+    # both sides start with the libraries imported: the timings are of the work, not imports
+    import anndata  # noqa: F401
+    import pandas.io.parquet
+    import pyarrow.parquet  # noqa: F401
+
+    if op in ("raw_save", "lm_save", "store_save"):
+        obj = make_frame(sizes.rows)
+        obj.iloc[0, 3] = sample  # new content every sample: a real write, never a dedup hit
+    elif op in ("raw_h5ad", "lm_h5ad", "raw_zarr", "lm_zarr"):
+        obj = make_anndata(sizes.obs, sizes.vars)
+        obj.X[0, 0] = sample + 1.0
+    quiet = contextlib.redirect_stdout(io.StringIO())
+    if op.startswith("lm_"):
+        with quiet:
+            ip = shell_with_extension(work / "instance")
+    if op == "store_save" or op == "store_load":
+        os.environ["IPYTHONDIR"] = str(work / "ipython")
+        from IPython.core.interactiveshell import InteractiveShell
+
+        ip = InteractiveShell.instance(history_length=0)
+        ip.run_line_magic("load_ext", "storemagic")
+    target = work / f"{op}-{sample}"
+    with PeakRSS() as mem, quiet:
+        t0 = time.perf_counter()
+        if op == "raw_save":
+            obj.to_parquet(target.with_suffix(".parquet"))
+        elif op == "lm_save":
+            ip.user_ns["df"] = obj
+            ip.run_line_magic("lamin", "save df name=big")
+        elif op == "store_save":
+            ip.user_ns["df"] = obj
+            ip.run_line_magic("store", "df")
+        elif op == "raw_load":
+            import pandas as pd
+
+            pd.read_parquet(work / "frame.parquet")
+        elif op == "lm_load":
+            ip.run_line_magic("lamin", "load big@1 as df")
+        elif op == "store_load":
+            ip.run_line_magic("store", "-r df")
+        elif op == "raw_h5ad":
+            obj.write_h5ad(target.with_suffix(".h5ad"))
+        elif op == "lm_h5ad":
+            ip.user_ns["adata"] = obj
+            ip.run_line_magic("lamin", "save adata name=adata_h5ad")
+        elif op == "raw_zarr":
+            obj.write_zarr(str(target.with_suffix(".zarr")))
+        elif op == "lm_zarr":
+            ip.user_ns["adata"] = obj
+            ip.run_line_magic("lamin", "save adata name=adata_zarr format=zarr")
+        else:
+            raise SystemExit(f"unknown op {op}")
+        seconds = time.perf_counter() - t0
+    if op == "lm_load":
+        assert len(ip.user_ns["df"]) == sizes.rows
+    return {"seconds": seconds, "extra_bytes": mem.extra}
+
+
+# --- the parent: run workers, interleaved --------------------------------------------------
+
+
+def run_worker(op: str, sizes: Sizes, work: Path, sample: int, quick: bool) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__)), "--worker", op, "--work", str(work)]
+    cmd += ["--sample", str(sample)] + (["--quick"] if quick else [])
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{op} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class Row:
+    measure: str
+    ours: float
+    raw: float | None
+    unit: str
+    target: str
+    ok: bool | None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        return self.ours / self.raw if self.raw else None
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        print(format_row(row), flush=True)
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return ""
+    if unit == "s":
+        return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+    if unit == "ms":
+        return f"{value:.2f} ms"
+    if unit == "MiB":
+        return f"{value:.0f} MiB"
+    if unit == "/s":
+        return f"{value:.1f}/s"
+    return f"{value:g} {unit}"
+
+
+def format_row(row: Row) -> str:
+    ratio = f"{row.ratio:.3f}" if row.ratio is not None else ""
+    ok = {True: "yes", False: "NO", None: ""}[row.ok]
+    cells = [row.measure, fmt(row.ours, row.unit), fmt(row.raw, row.unit), ratio, row.target, ok]
+    return "| " + " | ".join(cells) + (f" | {row.note} |" if row.note else " | |")
+
+
+def paired(ops: tuple[str, str], sizes: Sizes, work: Path, quick: bool) -> tuple[list, list]:
+    """Interleaved samples of (raw op, our op)."""
+    raw, ours = [], []
+    for sample in range(sizes.repeats):
+        raw.append(run_worker(ops[0], sizes, work, sample, quick))
+        ours.append(run_worker(ops[1], sizes, work, sample, quick))
+    return raw, ours
+
+
+def median(samples: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(s[key] for s in samples)
+
+
+def bench_import(report: Report, sizes: Sizes) -> None:
+    code = (
+        "import time; t = time.perf_counter(); import lamin_magic; print(time.perf_counter() - t)"
+    )
+    times = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for _ in range(max(5, sizes.repeats))
+    ]
+    ms = statistics.median(times) * 1000
+    report.add(Row("import lamin_magic", ms, None, "ms", "<= 50 ms", ms <= 50))
+
+
+def bench_load_ext(report: Report, sizes: Sizes, work: Path) -> None:
+    sys.path.insert(0, str(REPO / "tests"))
+    from kernels import clean_env, kernel, run_code
+
+    code = (
+        "import time; t = time.perf_counter(); "
+        "get_ipython().run_line_magic('load_ext', 'lamin_magic'); "
+        "print('SECONDS', time.perf_counter() - t)"
+    )
+    added = []
+    for i in range(max(3, sizes.kernels)):
+        env = clean_env(
+            LAMIN_MAGIC_ROOT=str(work / f"kernel-instance-{i}"), LAMIN_MAGIC_AUTOLOAD="0"
+        )
+        with kernel(env, work) as (_, client):
+            out = run_code(client, code)["stdout"]
+        added.append(float(out.split("SECONDS")[1]))
+    ms = statistics.median(added) * 1000
+    report.add(
+        Row(
+            "%load_ext lamin_magic in a fresh kernel (new instance, Transform, Run)",
+            ms,
+            None,
+            "ms",
+            "<= 100 ms added",
+            ms <= 100,
+        )
+    )
+
+
+def bench_frame(report: Report, sizes: Sizes, work: Path, quick: bool) -> None:
+    raw, ours = paired(("raw_save", "lm_save"), sizes, work, quick)
+    r, o = median(raw, "seconds"), median(ours, "seconds")
+    report.add(
+        Row(
+            f"%lamin save, DataFrame {sizes.rows:,} rows / df.to_parquet",
+            o,
+            r,
+            "s",
+            "<= 1.05",
+            o / r <= 1.05,
+        )
+    )
+    rm, om = median(raw, "extra_bytes") / 2**20, median(ours, "extra_bytes") / 2**20
+    report.add(
+        Row(
+            "extra peak memory during the save / during df.to_parquet",
+            om,
+            rm,
+            "MiB",
+            "<= 1.05",
+            om / rm <= 1.05 if rm else None,
+        )
+    )
+    # the load reads what was saved: the same bytes for both sides
+    inst = work / "instance"
+    import sqlite3
+
+    con = sqlite3.connect(next(inst.glob("*.lndb")))
+    key = con.execute("SELECT key FROM file WHERE name = 'big' AND version = 1").fetchone()[0]
+    con.close()
+    shutil.copy(inst / key, work / "frame.parquet")
+    raw, ours = paired(("raw_load", "lm_load"), sizes, work, quick)
+    r, o = median(raw, "seconds"), median(ours, "seconds")
+    report.add(Row("%lamin load of it / pd.read_parquet", o, r, "s", "<= 1.03", o / r <= 1.03))
+    raw, store = paired(("raw_save", "store_save"), sizes, work, quick)
+    r, s = median(raw, "seconds"), median(store, "seconds")
+    report.add(
+        Row("IPython %store df (pickle) / df.to_parquet, for comparison", s, r, "s", "", None)
+    )
+    raw, store = paired(("raw_load", "store_load"), sizes, work, quick)
+    r, s = median(raw, "seconds"), median(store, "seconds")
+    report.add(Row("IPython %store -r df / pd.read_parquet, for comparison", s, r, "s", "", None))
+
+
+def bench_anndata(report: Report, sizes: Sizes, work: Path, quick: bool) -> None:
+    what = f"AnnData {sizes.obs:,} x {sizes.vars:,} sparse 5%"
+    raw, ours = paired(("raw_zarr", "lm_zarr"), sizes, work, quick)
+    r, o = median(raw, "seconds"), median(ours, "seconds")
+    report.add(Row(f"save {what} as zarr / adata.write_zarr", o, r, "s", "<= 1.05", o / r <= 1.05))
+    raw, ours = paired(("raw_h5ad", "lm_h5ad"), sizes, work, quick)
+    r, o = median(raw, "seconds"), median(ours, "seconds")
+    report.add(Row(f"save {what} as h5ad / adata.write_h5ad", o, r, "s", "<= 1.3", o / r <= 1.3))
+
+
+def bench_registry(report: Report, sizes: Sizes, work: Path) -> None:
+    """The registry part of `%lamin load NAME` and `%lamin ls` among many File rows."""
+    import sqlite3
+
+    import lamin_magic as lm
+    from lamin_magic import files, instance, registry, tracking, views
+
+    root = work / "registry-instance"
+    inst = lm.init(root)
+    run = tracking.track()
+    n = sizes.registry_names * sizes.registry_versions
+    con = sqlite3.connect(inst.registry_path)
+    now = registry.utcnow().isoformat()
+    rows = (
+        (
+            f"{i:020d}",
+            f"name-{i // sizes.registry_versions:06d}",
+            i % sizes.registry_versions + 1,
+            ".parquet",
+            1000,
+            f"{i:022d}",
+            "sha256",
+            f"{i:020d}.parquet",
+            run.id,
+            inst.storage_id,
+            inst.user_id,
+            now,
+        )
+        for i in range(n)
+    )
+    with con:
+        con.executemany(
+            "INSERT INTO file (id, name, version, suffix, size, hash, hash_type, key, run_id, "
+            "storage_id, created_by_id, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
+    con.close()
+    tracking.track(new_run=True)  # a reader: its loads are recorded as inputs
+    names = [
+        f"name-{i:06d}" for i in range(0, sizes.registry_names, max(1, sizes.registry_names // 200))
+    ]
+    samples = []
+    for name in names:
+        t0 = time.perf_counter()
+        file = files.get_file(name)  # what %lamin load NAME asks the registry ...
+        files.record_input(file)  # ... and writes to it
+        samples.append(time.perf_counter() - t0)
+    ms = statistics.median(samples) * 1000
+    raw = sqlite3.connect(inst.registry_path)
+    raw_samples = []
+    for name in names:
+        t0 = time.perf_counter()
+        raw.execute(
+            "SELECT * FROM file WHERE name = ? ORDER BY version DESC LIMIT 1", (name,)
+        ).fetchone()
+        raw_samples.append(time.perf_counter() - t0)
+    raw.close()
+    raw_ms = statistics.median(raw_samples) * 1000
+    report.add(
+        Row(
+            f"registry part of %lamin load NAME, {n:,} File rows (vs a raw sqlite3 SELECT)",
+            ms,
+            raw_ms,
+            "ms",
+            "<= 1 ms",
+            ms <= 1,
+            "lookup + recording the input",
+        )
+    )
+    ls = []
+    for page in (1, 2, sizes.registry_names // 50):
+        t0 = time.perf_counter()
+        table = views.list_files(page=page)
+        ls.append(time.perf_counter() - t0)
+        assert len(table.rows) == 50
+    ms = max(ls) * 1000
+    report.add(
+        Row(
+            f"%lamin ls, {n:,} File rows, pages 1, 2 and last (slowest)",
+            ms,
+            None,
+            "ms",
+            "<= 50 ms",
+            ms <= 50,
+        )
+    )
+    instance.reset()
+
+
+CONCURRENT = r"""
+import sys, time, pandas as pd
+import lamin_magic as lm
+root, who, saves, start = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+lm.init(root)
+lm.track()
+frames = [pd.DataFrame({"who": [who], "i": [i]}) for i in range(saves)]
+while time.time() < start:
+    time.sleep(0.001)
+t0 = time.perf_counter()
+errors = 0
+for i, df in enumerate(frames):
+    name = "shared" if i % 5 == 0 else f"p{who}-{i}"
+    try:
+        lm.add(lm.File(df, name=name))
+    except Exception as e:
+        errors += 1
+        print("ERROR", repr(e), file=sys.stderr)
+print(time.perf_counter() - t0, errors)
+"""
+
+
+def bench_concurrency(report: Report, sizes: Sizes, work: Path) -> None:
+    import sqlite3
+
+    def run(processes: int, root: Path) -> tuple[float, int]:
+        start = time.time() + 3  # every process imported and opened the instance by then
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", CONCURRENT, str(root), str(p), str(sizes.saves), str(start)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for p in range(processes)
+        ]
+        results = [proc.communicate() for proc in procs]
+        for proc, (_, err) in zip(procs, results, strict=True):
+            if proc.returncode != 0:
+                raise RuntimeError(err)
+        spans = [float(out.split()[0]) for out, _ in results]
+        errors = sum(int(out.split()[1]) for out, _ in results)
+        return max(spans), errors
+
+    import lamin_magic as lm
+    from lamin_magic import instance
+
+    for root in (work / "one", work / "many"):
+        lm.init(root)
+        instance.reset()
+    one_span, one_errors = run(1, work / "one")
+    many_span, many_errors = run(sizes.processes, work / "many")
+    one_rate = sizes.saves / one_span
+    many_rate = sizes.processes * sizes.saves / many_span
+    con = sqlite3.connect(next((work / "many").glob("*.lndb")))
+    versions = [
+        v for (v,) in con.execute("SELECT version FROM file WHERE name = 'shared' ORDER BY version")
+    ]
+    total = con.execute("SELECT COUNT(*) FROM file").fetchone()[0]
+    con.close()
+    expected_shared = sizes.processes * len(range(0, sizes.saves, 5))
+    intact = (
+        versions == list(range(1, expected_shared + 1)) and total == sizes.processes * sizes.saves
+    )
+    errors = one_errors + many_errors
+    gaps = "without gaps" if intact else "WITH GAPS OR LOSSES"
+    report.add(
+        Row(
+            f"{sizes.processes} processes x {sizes.saves} saves into one instance / 1 process",
+            many_rate,
+            one_rate,
+            "/s",
+            ">= 0.8, 0 errors",
+            many_rate / one_rate >= 0.8 and errors == 0 and intact,
+            f"{errors} errors; versions of 'shared' 1..{len(versions)} {gaps}",
+        )
+    )
+
+
+def versions_line() -> str:
+    import importlib.metadata as md
+
+    names = [
+        "lamin_magic",
+        "ipython",
+        "ipykernel",
+        "peewee",
+        "pandas",
+        "pyarrow",
+        "numpy",
+        "anndata",
+        "zarr",
+        "h5py",
+    ]
+    return ", ".join(f"{n} {md.version(n)}" for n in names)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes; no timing targets")
+    parser.add_argument(
+        "--only", help="comma-separated: import,load_ext,frame,anndata,registry,concurrency"
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--sample", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    if args.worker:
+        print(json.dumps(worker(args.worker, sizes, args.work, args.sample)))
+        return 0
+    only = set(args.only.split(",")) if args.only else None
+    work = Path(tempfile.mkdtemp(prefix="lamin-bench-"))
+    os.environ["XDG_DATA_HOME"] = str(work / "xdg")  # never touch the user's default instance
+    print(f"# lamin_magic benchmarks{' (--quick: no targets)' if args.quick else ''}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+        f"Python {platform.python_version()}"
+    )
+    print(f"versions: {versions_line()}")
+    print(f"medians of {sizes.repeats} fresh-process samples per side, interleaved\n")
+    print("| measure | lamin_magic | raw | ratio | target | met | note |")
+    print("|---|---|---|---|---|---|---|")
+    report = Report()
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("import", lambda: bench_import(report, sizes)),
+        ("load_ext", lambda: bench_load_ext(report, sizes, work)),
+        ("frame", lambda: bench_frame(report, sizes, work, args.quick)),
+        ("anndata", lambda: bench_anndata(report, sizes, work, args.quick)),
+        ("registry", lambda: bench_registry(report, sizes, work)),
+        ("concurrency", lambda: bench_concurrency(report, sizes, work)),
+    ]
+    try:
+        for name, step in steps:
+            if only is None or name in only:
+                step()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.quick:
+        return 0
+    missed = [r.measure for r in report.rows if r.ok is False]
+    print(f"\n{len(missed)} targets missed" + (": " + "; ".join(missed) if missed else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
