@@ -30,6 +30,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="one file: its run, transform, versions and readers")
     p.add_argument("spec", metavar="NAME[@VERSION]")
     sub.add_parser("runs", help="the latest runs and the transforms they ran")
+    p = sub.add_parser(
+        "check",
+        help="every record has its bytes (size and hash); every stored object has a record",
+        description="Exit status 0 when all is well, 1 when a problem is left.",
+    )
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="remove leftover temporaries and stored objects no record points at",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-hash", action="store_true", help="check sizes and presence only")
     sub.add_parser("info", help="the instance and the current user")
     return parser
 
@@ -52,6 +64,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(views.list_runs())
         elif args.command == "info":
             print(views.info())
+        elif args.command == "check":
+            from .check import check
+
+            report = check(repair=args.repair, verify_hashes=not args.no_hash)
+            if args.json:
+                import json
+
+                print(json.dumps(report.to_dict(), indent=2))
+            else:
+                print(report)
+            return 0 if report.ok else 1
     except LaminMagicError as e:
         print(f"lamin-magic: error: {e}", file=sys.stderr)
         return 2

@@ -129,14 +129,31 @@ def open_instance(root: Path, how: str) -> Instance:
     return Instance(root, registry_path, storage.id, user.id, how)
 
 
-def init(path: str | os.PathLike[str]) -> Instance:
-    """Use (or create) the instance at `path` for the rest of this process."""
+def init(path: str | os.PathLike[str], *, allow_pickle: bool | None = None) -> Instance:
+    """Use (or create) the instance at `path` for the rest of this process.
+
+    `allow_pickle=True` lets this instance store any object with pickle, and load such objects:
+    unpickling runs code, so allow it only for instances whose writers you trust.
+    `allow_pickle=False` turns it off again; None leaves the instance's setting as it is.
+    """
     global _explicit_root, _current
     if not str(path).strip():
         raise InstanceError("init needs a folder path, e.g. lm.init('./mydata')")
     instance = open_instance(Path(path), "chosen with init")
     _explicit_root, _current = instance.root, instance
+    if allow_pickle is not None:
+        from . import registry as reg
+
+        reg.set_setting("allow_pickle", "true" if allow_pickle else "false")
     return instance
+
+
+def pickle_allowed() -> bool:
+    """Whether the current instance lets objects be pickled and unpickled."""
+    from . import registry as reg
+
+    current()
+    return reg.get_setting("allow_pickle") == "true"
 
 
 def current() -> Instance:

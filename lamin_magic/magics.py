@@ -13,7 +13,7 @@ from traitlets import Unicode, observe
 from . import files, instance, tracking, views
 from .errors import LaminMagicError
 
-SUBCOMMANDS = ("save", "load", "ls", "show", "track", "info", "init")
+SUBCOMMANDS = ("save", "load", "ls", "show", "track", "info", "init", "check")
 OPTIONS = {
     "save": {"name", "description", "format"},
     "load": set(),
@@ -22,6 +22,7 @@ OPTIONS = {
     "track": {"title"},
     "info": set(),
     "init": set(),
+    "check": set(),
 }
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -107,6 +108,11 @@ class LaminMagics(Magics):
 
         %lamin init PATH
             Use (or create) the instance at PATH, and track this notebook there.
+
+        %lamin check [repair]
+            Every record has its bytes (size and hash), every stored object has a record;
+            leftover temporaries are listed. `repair` removes temporaries and stored objects
+            that no record points at (an interrupted save); it never touches a record.
 
         %%lamin save [VAR ...] [description=TEXT] [format=...]
             Run the cell, then save the variables named, or every DataFrame and AnnData the
@@ -259,6 +265,13 @@ class LaminMagics(Magics):
         if words:
             raise UsageError("%lamin info takes no arguments")
         return views.info()
+
+    def do_check(self, words: list[str], options: dict[str, str]) -> Any:
+        from .check import check
+
+        if words not in ([], ["repair"]):
+            raise UsageError("write %lamin check, or %lamin check repair")
+        return check(repair=words == ["repair"])
 
     def do_init(self, words: list[str], options: dict[str, str]) -> None:
         if len(words) != 1:

@@ -18,7 +18,7 @@ import peewee as pw
 from .errors import InstanceError
 from .ids import new_id
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 PRAGMAS = {
     "journal_mode": "wal",
@@ -188,14 +188,39 @@ class RunInput(pw.Model):
         primary_key = pw.CompositeKey("run", "file")
 
 
-MODELS: list[type[pw.Model]] = [User, Storage, Transform, Run, File, RunInput]
+class Setting(pw.Model):
+    """Per-instance settings, e.g. allow_pickle."""
+
+    key = pw.CharField(primary_key=True)
+    value = pw.TextField()
+
+    class Meta:
+        database = db
+        table_name = "setting"
+
+
+MODELS: list[type[pw.Model]] = [User, Storage, Transform, Run, File, RunInput, Setting]
 
 # peewee's metaclass gives every model a '<Name: str>' repr; records print like the tutorial's
 for _model in (User, Storage, Transform, Run, File):
     _model.__repr__ = Record.__str__  # type: ignore[method-assign,assignment]
 
+
+def _add_settings(database: pw.SqliteDatabase) -> None:
+    database.create_tables([Setting])
+
+
 # Upgrades from schema version N to N + 1, run in order in one transaction.
-UPGRADES: dict[int, Callable[[pw.SqliteDatabase], None]] = {}
+UPGRADES: dict[int, Callable[[pw.SqliteDatabase], None]] = {1: _add_settings}
+
+
+def get_setting(key: str, default: str | None = None) -> str | None:
+    row = Setting.get_or_none(Setting.key == key)
+    return row.value if row is not None else default
+
+
+def set_setting(key: str, value: str) -> None:
+    Setting.insert(key=key, value=value).on_conflict_replace().execute()
 
 
 def _schema_version() -> int:

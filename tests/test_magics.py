@@ -221,7 +221,7 @@ def test_config_root_traitlet(shell, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("", "%lamin needs a subcommand: save, load, ls, show, track, info, init (%lamin?)"),
+        ("", "%lamin needs a subcommand: save, load, ls, show, track, info, init, check (%lamin?)"),
         ("bogus", "%lamin has no subcommand 'bogus'; use one of save, load, ls, show, track"),
         ("save", "%lamin save needs a variable: %lamin save df name=iris"),
         ("save nothere", "'nothere' is not defined; run the cell that creates it first"),

@@ -43,6 +43,7 @@ class Format:
     stream: bool = False  # write takes a binary stream instead of a path
     folder: bool = False  # the stored object is a folder (zarr)
     check: Callable[[Any], None] | None = None
+    needs_pickle: bool = False  # only where the instance allows pickle (loading runs code)
 
 
 _formats: dict[
@@ -73,6 +74,7 @@ def register_format(
     folder: bool = False,
     check: Callable[[Any], None] | None = None,
     default: bool = False,
+    needs_pickle: bool = False,
 ) -> Format:
     """Teach lamin_magic to store objects of `type` as `suffix` files (or folders).
 
@@ -80,7 +82,7 @@ def register_format(
     """
     if not suffix.startswith(".") or "/" in suffix or len(suffix) < 2:
         raise InvalidArgumentError(f"suffix {suffix!r} must look like '.npy'")
-    fmt = Format(name, suffix, _type_key(type), write, load, stream, folder, check)
+    fmt = Format(name, suffix, _type_key(type), write, load, stream, folder, check, needs_pickle)
     if default:
         rest = {k: v for k, v in _formats.items() if k != name}
         _formats.clear()
@@ -96,14 +98,30 @@ def _ensure_builtin() -> None:
         from importlib import import_module
 
         # each registers itself on import; this order makes the listing in errors
-        for module in ("dataframe", "anndata_formats"):
+        for module in ("dataframe", "anndata_formats", "pickle_format"):
             import_module(f"{__package__}.{module}")
+
+
+def _usable(fmt: Format) -> bool:
+    if not fmt.needs_pickle:
+        return True
+    from ..instance import pickle_allowed
+
+    return pickle_allowed()
+
+
+PICKLE_HINT = (
+    "lm.init(PATH, allow_pickle=True) lets an instance pickle anything (loading a pickle runs "
+    "code: only for instances you trust)"
+)
 
 
 def supported_types() -> str:
     _ensure_builtin()
     seen: dict[str, list[str]] = {}
     for fmt in _formats.values():
+        if fmt.needs_pickle:
+            continue
         seen.setdefault(fmt.type.split(":")[1], []).append(fmt.name)
     return ", ".join(f"{t} ({' / '.join(names)})" for t, names in seen.items())
 
@@ -125,13 +143,15 @@ def format_for(obj: Any, name: str | None = None) -> Format:
             raise InvalidArgumentError(
                 f"unknown format {name!r}; use one of: {', '.join(_formats)}"
             )
+        if fmt.needs_pickle and not _usable(fmt):
+            raise UnsupportedTypeError(f"this instance does not allow pickle; {PICKLE_HINT}")
         if fmt.type not in types:
             fits = [f.name for f in _formats.values() if f.type in types]
             hint = f"use one of: {', '.join(fits)}" if fits else f"it stores {fmt.type}"
             raise UnsupportedTypeError(f"format {name!r} cannot store a {describe(obj)}; {hint}")
         return fmt
     for fmt in _formats.values():
-        if fmt.type in types:
+        if fmt.type in types and _usable(fmt):
             return fmt
     raise UnsupportedTypeError(
         f"cannot store a {describe(obj)}; supported types: {supported_types()} "
@@ -143,6 +163,10 @@ def format_for_suffix(suffix: str) -> Format:
     _ensure_builtin()
     for fmt in _formats.values():
         if fmt.suffix == suffix:
+            if not _usable(fmt):
+                raise UnsupportedTypeError(
+                    f"this instance does not allow unpickling {suffix} files; {PICKLE_HINT}"
+                )
             return fmt
     raise UnsupportedTypeError(
         f"no format loads {suffix!r} files in this session; register one with lm.register_format"

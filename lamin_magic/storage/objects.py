@@ -45,7 +45,8 @@ def remove_path(path: Path) -> None:
 def write_temp(obj: Any, fmt: Format, temp_dir: Path) -> WrittenObject:
     """Write `obj` under a fresh temporary name in `temp_dir`, synced to disk and hashed."""
     temp_dir.mkdir(exist_ok=True)
-    temp_path = temp_dir / f"{uuid.uuid4().hex}{fmt.suffix}{TEMP_SUFFIX}"
+    # the pid tells `check --repair` whether the writer still runs
+    temp_path = temp_dir / f"{os.getpid()}-{uuid.uuid4().hex}{fmt.suffix}{TEMP_SUFFIX}"
     try:
         if fmt.stream:
             with open(temp_path, "wb") as raw, HashingWriter(raw) as sink:
