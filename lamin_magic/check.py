@@ -105,17 +105,8 @@ def check(repair: bool = False, verify_hashes: bool = True, progress: bool | Non
     instance = inst.current()
     root = instance.root
     report = Report(str(root))
-    records = list(
-        reg.File.select(
-            reg.File.id,
-            reg.File.name,
-            reg.File.version,
-            reg.File.key,
-            reg.File.size,
-            reg.File.hash,
-            reg.File.hash_type,
-        ).tuples()
-    )
+    columns = "id, name, version, key, size, hash, hash_type"
+    records: list[Any] = reg.db.execute_sql(f"SELECT {columns} FROM file").fetchall()
     report.records = len(records)
     total = sum(r[4] or 0 for r in records) if verify_hashes else 0
     show = progress if progress is not None else (None if total > 256 * 2**20 else False)
@@ -156,7 +147,8 @@ def check(repair: bool = False, verify_hashes: bool = True, progress: bool | Non
     # Under the registry's write lock no save is between its rename and its commit, so what
     # no record points at now is a true orphan; the keys are read again under the lock.
     with reg.db.atomic():
-        keys = {k for (k,) in reg.File.select(reg.File.key).distinct().tuples() if k}
+        rows = reg.db.execute_sql("SELECT DISTINCT key FROM file WHERE key IS NOT NULL")
+        keys = {key for (key,) in rows.fetchall()}
         _scan_folder(instance, keys, report)
         if repair:
             for problem in report.problems:

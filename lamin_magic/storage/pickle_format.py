@@ -18,7 +18,7 @@ def write_pickle(obj: Any, stream: BinaryIO) -> None:
 
 def load_pickle(path: Any) -> Any:
     with open(path, "rb") as f:
-        return pickle.load(f)  # noqa: S301 (allowed for this instance by its owner)
+        return pickle.load(f)
 
 
 PICKLE = register_format(
