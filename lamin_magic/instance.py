@@ -118,6 +118,11 @@ def open_instance(root: Path, how: str) -> Instance:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InstanceError(f"cannot create the instance folder {root}: {e.strerror}") from e
+    if not os.access(root, os.W_OK):
+        raise InstanceError(
+            f"the instance folder {root} is read-only; lamin_magic writes its registry and "
+            "objects there: get write access, or copy the folder somewhere writable"
+        )
     registry_path = find_registry(root) or root / f"{root.name or 'lamin'}{REGISTRY_SUFFIX}"
     reg.open_registry(registry_path)
     handle = current_user_handle()

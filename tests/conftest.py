@@ -45,6 +45,15 @@ def isolated(tmp_path_factory, monkeypatch):
     formats._formats.update(registered)
 
 
+@pytest.fixture(scope="session")
+def shell():
+    """The in-process IPython shell (one per test session, as IPython allows)."""
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+
+    return start_ipython() or get_ipython()
+
+
 @pytest.fixture
 def inst(tmp_path):
     """A fresh instance in a temporary folder, in use for the test."""

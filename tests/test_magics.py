@@ -9,17 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from IPython.core.error import UsageError
-from IPython.testing.globalipapp import start_ipython
 
 import lamin_magic as lm
 from lamin_magic import instance, tracking
 from lamin_magic.magics import LaminMagics
 from lamin_magic.views import human_size
-
-
-@pytest.fixture(scope="session")
-def shell():
-    return start_ipython()
 
 
 @pytest.fixture
