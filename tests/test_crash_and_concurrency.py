@@ -39,7 +39,8 @@ SAVER = textwrap.dedent(
     def mark(phase):
         print(phase, flush=True)
 
-    real_write, real_move, real_commit = objects.write_temp, objects.move_into_place, registry.db.commit
+    real_write, real_move = objects.write_temp, objects.move_into_place
+    real_commit = registry.db.commit
 
     def write_temp(*args):
         mark("writing")
@@ -55,7 +56,8 @@ SAVER = textwrap.dedent(
         real_commit()
         mark("committed")
 
-    objects.write_temp, objects.move_into_place, registry.db.commit = write_temp, move_into_place, commit
+    objects.write_temp, objects.move_into_place = write_temp, move_into_place
+    registry.db.commit = commit
     rng = random.Random(seed)
     last = {}
     for i in range(1000):
@@ -290,7 +292,7 @@ def test_processes_create_the_same_new_instance_at_once(tmp_path):
         for _ in range(6)
     ]
     for proc in procs:
-        out, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
     con = sqlite3.connect(root / "fresh.lndb")
     assert con.execute("SELECT COUNT(*) FROM storage").fetchone()[0] == 1
