@@ -99,15 +99,22 @@ def list_files(pattern: str | None = None, page: int = 1, page_size: int = PAGE_
     inst.current()
     if page < 1:
         raise files.InvalidArgumentError(f"page {page} does not exist; pages start at 1")
-    params: list[Any] = [pattern] if pattern else []
-    where = "WHERE name GLOB ?" if pattern else ""
+    # Hop from name to name along the (name, version) index: each hop is one index seek, so a
+    # page costs its offset in seeks, not a scan of every version of every name.
+    match = " AND name GLOB ?" if pattern else ""
+    first = page_size * (page - 1)
     sql = (
-        "SELECT f.name, f.version, f.suffix, f.size, f.created_at, f.id, f.description FROM "
-        f"(SELECT name, MAX(version) AS v FROM file {where} GROUP BY name ORDER BY name "
-        "LIMIT ? OFFSET ?) AS latest JOIN file f ON f.name = latest.name AND f.version = latest.v "
-        "ORDER BY f.name"
+        "WITH RECURSIVE names(n, k) AS ("
+        f" SELECT (SELECT MIN(name) FROM file WHERE 1{match}), 1"
+        f" UNION ALL SELECT (SELECT MIN(name) FROM file WHERE name > n{match}), k + 1"
+        " FROM names WHERE n IS NOT NULL AND k <= ?)"
+        " SELECT f.name, f.version, f.suffix, f.size, f.created_at, f.id, f.description"
+        " FROM names JOIN file f ON f.name = names.n"
+        " AND f.version = (SELECT MAX(version) FROM file WHERE name = names.n)"
+        " WHERE names.k > ? ORDER BY names.k"
     )
-    params += [page_size + 1, (page - 1) * page_size]
+    params: list[Any] = [pattern] * 2 if pattern else []
+    params += [first + page_size, first]
     rows = [list(r) for r in reg.db.execute_sql(sql, params).fetchall()]
     more = len(rows) > page_size
     rows = rows[:page_size]

@@ -69,7 +69,7 @@ def test_what_the_api_wrote_reads_back_with_sqlite3(inst):
         "JOIN storage s ON f.storage_id = s.id WHERE f.id = ?",
         (file.id,),
     ).fetchone()
-    assert row[:6] == ("frame", 1, "three rows", ".parquet", file.size, "sha256")
+    assert row[:6] == ("frame", 1, "three rows", ".parquet", file.size, "blake3")
     assert (inst.root / row[6]).stat().st_size == file.size
     # the transform that made it: pytest's script, or the test shell's IPython session
     assert (row[7], row[8]) == (lm.context.transform.name, lm.context.transform.type)

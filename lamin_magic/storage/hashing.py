@@ -1,23 +1,26 @@
-"""Full-content hashes: sha256, kept to 128 bits and written as 22 url-safe base64 chars.
+"""Full-content hashes: BLAKE3, kept to 128 bits and written as 22 url-safe base64 chars.
 
-A file is hashed on its bytes as they are written (`HashingWriter`), in a second thread:
-hashlib releases the GIL on large buffers, so hashing overlaps the writer's own work.
-A folder (zarr) hashes its sorted relative paths, sizes and contents.
+BLAKE3 is a cryptographic hash (so nobody can make two contents collide to fool dedup) that
+runs at 3-4 GB/s on one core here, against 1.4 GB/s for sha256, and uses more cores on large
+files. A file is hashed on its bytes as they are written (`HashingWriter`), in a second
+thread, when its writer takes a stream; otherwise it is read once, memory-mapped, after it is
+written. A folder (zarr) hashes each file in a pool of threads (fsyncing it there too), then
+its sorted relative paths, sizes and file digests.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
-HASH_TYPE_FILE = "sha256"
-HASH_TYPE_FOLDER = "sha256-tree"
-CHUNK = 8 * 1024 * 1024
+HASH_TYPE_FILE = "blake3"
+HASH_TYPE_FOLDER = "blake3-tree"
+FOLDER_THREADS = 8  # fsync waits on the disk, not the CPU: more threads than cores pay off
 
 
 def encode_digest(digest: bytes) -> str:
@@ -25,15 +28,35 @@ def encode_digest(digest: bytes) -> str:
     return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
 
 
-def hash_file(path: Path) -> tuple[int, str]:
-    """(size, hash) of a file, read once in large chunks."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return size, encode_digest(h.digest())
+def _file_digest(path: Path, fsync: bool) -> tuple[int, bytes]:
+    """(size, 32-byte digest) of one file, memory-mapped; fsynced alongside if asked."""
+    from blake3 import blake3
+
+    hasher = blake3(max_threads=blake3.AUTO)
+    syncing = None
+    if fsync:  # the disk flush and the hashing overlap
+        syncing = threading.Thread(target=_fsync_path, args=(path,))
+        syncing.start()
+    size = path.stat().st_size
+    if size:
+        hasher.update_mmap(path)
+    if syncing is not None:
+        syncing.join()
+    return size, hasher.digest()
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def hash_file(path: Path, fsync: bool = False) -> tuple[int, str]:
+    """(size, hash) of a file, read once."""
+    size, digest = _file_digest(path, fsync)
+    return size, encode_digest(digest)
 
 
 def folder_files(root: Path) -> list[tuple[str, Path]]:
@@ -47,18 +70,18 @@ def folder_files(root: Path) -> list[tuple[str, Path]]:
 
 
 def hash_folder(root: Path, fsync: bool = False) -> tuple[int, str]:
-    """(total size, hash) of a folder: each file's relative path, size and content, in order."""
-    h = hashlib.sha256()
+    """(total size, hash) of a folder: each file's relative path, size and digest, in order."""
+    from blake3 import blake3
+
+    files = folder_files(root)
+    with ThreadPoolExecutor(FOLDER_THREADS) as pool:
+        digests = list(pool.map(lambda item: _file_digest(item[1], fsync), files))
+    hasher = blake3()
     total = 0
-    for rel, path in folder_files(root):
-        with open(path, "rb") as f:
-            data = f.read()
-            if fsync:
-                os.fsync(f.fileno())
-        h.update(rel.encode() + b"\0" + len(data).to_bytes(8, "big"))
-        h.update(data)
-        total += len(data)
-    return total, encode_digest(h.digest())
+    for (rel, _), (size, digest) in zip(files, digests, strict=True):
+        hasher.update(rel.encode() + b"\0" + size.to_bytes(8, "big") + digest)
+        total += size
+    return total, encode_digest(hasher.digest())
 
 
 def hash_path(path: Path) -> tuple[int, str, str]:
@@ -72,8 +95,10 @@ class HashingWriter:
     """A write-only binary file that hashes what passes through it, in a second thread."""
 
     def __init__(self, raw: BinaryIO) -> None:
+        from blake3 import blake3
+
         self._raw = raw
-        self._hash = hashlib.sha256()
+        self._hash = blake3()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=16)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._consume, daemon=True)
@@ -81,7 +106,7 @@ class HashingWriter:
         self.size = 0
         self.closed = False
 
-    def _consume(self) -> None:
+    def _consume(self) -> None:  # blake3 releases the GIL on large buffers
         while (chunk := self._queue.get()) is not None:
             try:
                 self._hash.update(chunk)

@@ -58,9 +58,7 @@ def write_temp(obj: Any, fmt: Format, temp_dir: Path) -> WrittenObject:
         if fmt.folder:
             size, digest = hash_folder(temp_path, fsync=True)
             return WrittenObject(temp_path, size, digest, HASH_TYPE_FOLDER)
-        size, digest = hash_file(temp_path)
-        with open(temp_path, "rb") as f:
-            os.fsync(f.fileno())
+        size, digest = hash_file(temp_path, fsync=True)
         return WrittenObject(temp_path, size, digest, HASH_TYPE_FILE)
     except BaseException:
         remove_path(temp_path)
