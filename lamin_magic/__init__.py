@@ -31,6 +31,7 @@ _LAZY = {
     "User": ("registry", "User"),
     "register_format": ("storage.formats", "register_format"),
     "errors": ("errors", None),
+    "check": ("integrity", "check"),
 }
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "User",
     "__version__",
     "add",
+    "check",
     "context",
     "errors",
     "init",
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     from . import errors
     from .files import add, load, select
     from .instance import init
+    from .integrity import check
     from .registry import File, Run, Storage, Transform, User
     from .storage.formats import register_format
     from .tracking import context, track

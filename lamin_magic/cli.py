@@ -22,8 +22,20 @@ def build_parser() -> argparse.ArgumentParser:
         "in this folder or its parents, else the per-user default)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("init", help="create (or check) the instance at PATH")
+    p = sub.add_parser("init", help="create (or open) the instance at PATH")
     p.add_argument("path", help="the instance folder")
+    pickle = p.add_mutually_exclusive_group()
+    pickle.add_argument(
+        "--allow-pickle",
+        dest="allow_pickle",
+        action="store_true",
+        default=None,
+        help="let this instance store any object with pickle (loading a pickle runs code: "
+        "only for instances whose writers you trust)",
+    )
+    pickle.add_argument(
+        "--no-pickle", dest="allow_pickle", action="store_false", help="turn pickle off again"
+    )
     p = sub.add_parser("ls", help="the stored files, latest versions")
     p.add_argument("pattern", nargs="?", help="a glob on names, e.g. 'iris*'")
     p.add_argument("--page", type=int, default=1, help="page number (50 names a page)")
@@ -54,8 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.root and args.command != "init":
             instance.init(args.root)
         if args.command == "init":
-            found = instance.init(args.path)
-            print(f"instance {found.name} at {found.root}")
+            found = instance.init(args.path, allow_pickle=args.allow_pickle)
+            pickled = "allowed" if instance.pickle_allowed() else "off"
+            print(f"instance {found.name} at {found.root} (pickle {pickled})")
         elif args.command == "ls":
             print(views.list_files(args.pattern, page=args.page))
         elif args.command == "show":
@@ -65,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "info":
             print(views.info())
         elif args.command == "check":
-            from .check import check
+            from .integrity import check
 
             report = check(repair=args.repair, verify_hashes=not args.no_hash)
             if args.json:

@@ -267,7 +267,7 @@ class LaminMagics(Magics):
         return views.info()
 
     def do_check(self, words: list[str], options: dict[str, str]) -> Any:
-        from .check import check
+        from .integrity import check
 
         if words not in ([], ["repair"]):
             raise UsageError("write %lamin check, or %lamin check repair")

@@ -201,5 +201,6 @@ def info() -> Table:
         ["title", t.title if t is not None else None],
         ["run", run.id if run is not None else "not tracked"],
         ["notebook found by", tracking.context.how or None],
+        ["pickle", "allowed" if inst.pickle_allowed() else "off"],
     ]
     return Table("lamin_magic", ["what", "value"], rows)

@@ -11,7 +11,7 @@ import pandas as pd
 from conftest import stored_objects
 
 import lamin_magic as lm
-from lamin_magic.check import check
+from lamin_magic.integrity import check
 
 
 def cli(*args: str, root) -> subprocess.CompletedProcess[str]:

@@ -18,7 +18,7 @@ from kernels import clean_env, kernel, run_code
 
 import lamin_magic as lm
 from lamin_magic import instance
-from lamin_magic.check import check
+from lamin_magic.integrity import check
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from typing import Any, BinaryIO
 from ..errors import UnsupportedTypeError
 from .formats import register_format
 
-BUFFER_SIZE = 8 * 1024 * 1024
+BUFFER_SIZE = 2 * 1024 * 1024
 
 
 def check_dataframe(df: Any) -> None:

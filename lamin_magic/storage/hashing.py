@@ -99,7 +99,7 @@ class HashingWriter:
 
         self._raw = raw
         self._hash = blake3()
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=16)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=4)  # bounds the memory in flight
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._consume, daemon=True)
         self._thread.start()
