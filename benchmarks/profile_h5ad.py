@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import make_anndata
 
-from lamin_magic.storage.hashing import _fsync_path, hash_file
+from lamin_magic.storage.hashing import fsync_path, hash_file
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
         adata.write_h5ad(path, convert_strings_to_categoricals=False)
         steps["write_h5ad"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        _fsync_path(path)
+        fsync_path(path)
         steps["fsync"].append(time.perf_counter() - t)
         t = time.perf_counter()
         hash_file(path)

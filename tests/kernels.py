@@ -161,3 +161,24 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
             self.log.close()
+
+
+def run_in_server_session(
+    root_dir: Path,
+    home: Path,
+    env: dict[str, str],
+    path: str,
+    code: str,
+    kernel_name: str = "python3",
+) -> dict[str, Any]:
+    """Start a server, open a session for notebook `path`, run `code` in its kernel, stop."""
+    server = Server(root_dir, home, env).start()
+    try:
+        session = server.new_session(path, kernel_name=kernel_name)
+        client = server.client_for(session["kernel"]["id"])
+        try:
+            return run_code(client, code)
+        finally:
+            client.stop_channels()
+    finally:
+        server.stop()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from kernels import Server, add_kernel_spec, clean_env, kernel, run_code
+from kernels import add_kernel_spec, clean_env, kernel, run_code, run_in_server_session
 from run_notebook import run_notebook
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,17 +84,14 @@ def test_server_session_in_a_folder_with_spaces(tmp_path):
     instance = tmp_path / "inst"
     home = tmp_path / "jupyter"
     (home / "runtime").mkdir(parents=True)
-    server = Server(root_dir, home, clean_env(LAMIN_MAGIC_ROOT=str(instance))).start()
-    try:
-        session = server.new_session("my project/first analysis.ipynb")
-        client = server.client_for(session["kernel"]["id"])
-        try:
-            got = run_code(client, "import lamin_magic as lm\nprint(lm.context.transform.name)")
-            assert got["stdout"].strip() == "first analysis", got
-        finally:
-            client.stop_channels()
-    finally:
-        server.stop()
+    got = run_in_server_session(
+        root_dir,
+        home,
+        clean_env(LAMIN_MAGIC_ROOT=str(instance)),
+        "my project/first analysis.ipynb",
+        "import lamin_magic as lm\nprint(lm.context.transform.name)",
+    )
+    assert got["stdout"].strip() == "first analysis", got
     assert runs_with_transforms(instance / "inst.lndb") == [
         ("first analysis", "First analysis", "notebook", str(nb), 1)
     ]
@@ -117,25 +114,19 @@ def test_server_query_without_jpy_session_name(tmp_path):
     add_kernel_spec(
         home / "data", "nojpy", [sys.executable, str(launcher), "-f", "{connection_file}"]
     )
-    server = Server(root_dir, home, clean_env(LAMIN_MAGIC_ROOT=str(instance))).start()
-    try:
-        session = server.new_session("sub dir/queried.ipynb", kernel_name="nojpy")
-        client = server.client_for(session["kernel"]["id"])
-        try:
-            got = run_code(
-                client,
-                "import os, lamin_magic as lm\n"
-                "print(os.environ.get('JPY_SESSION_NAME'), '__session__' in globals())\n"
-                "print(lm.context.transform.name, lm.context.how)",
-            )
-            assert got["stdout"].splitlines() == [
-                "None False",
-                "queried the Jupyter server's sessions",
-            ], got
-        finally:
-            client.stop_channels()
-    finally:
-        server.stop()
+    got = run_in_server_session(
+        root_dir,
+        home,
+        clean_env(LAMIN_MAGIC_ROOT=str(instance)),
+        "sub dir/queried.ipynb",
+        "import os, lamin_magic as lm\n"
+        "print(os.environ.get('JPY_SESSION_NAME'), '__session__' in globals())\n"
+        "print(lm.context.transform.name, lm.context.how)",
+        kernel_name="nojpy",
+    )
+    assert got["stdout"].splitlines() == ["None False", "queried the Jupyter server's sessions"], (
+        got
+    )
     assert runs_with_transforms(instance / "inst.lndb") == [
         ("queried", "Found by asking the server", "notebook", str(nb), 1)
     ]

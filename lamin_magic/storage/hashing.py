@@ -35,7 +35,7 @@ def _file_digest(path: Path, fsync: bool) -> tuple[int, bytes]:
     hasher = blake3(max_threads=blake3.AUTO)
     syncing = None
     if fsync:  # the disk flush and the hashing overlap
-        syncing = threading.Thread(target=_fsync_path, args=(path,))
+        syncing = threading.Thread(target=fsync_path, args=(path,))
         syncing.start()
     size = path.stat().st_size
     if size:
@@ -45,7 +45,8 @@ def _file_digest(path: Path, fsync: bool) -> tuple[int, bytes]:
     return size, hasher.digest()
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file (or a folder's entries) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

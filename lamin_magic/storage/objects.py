@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from .formats import Format
-from .hashing import HASH_TYPE_FILE, HASH_TYPE_FOLDER, HashingWriter, hash_file, hash_folder
+from .hashing import (
+    HASH_TYPE_FILE,
+    HASH_TYPE_FOLDER,
+    HashingWriter,
+    fsync_path,
+    hash_file,
+    hash_folder,
+)
 
 TEMP_SUFFIX = ".partial"
 
@@ -24,14 +31,6 @@ class WrittenObject:
     size: int
     hash: str
     hash_type: str
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def remove_path(path: Path) -> None:
@@ -70,4 +69,4 @@ def move_into_place(temp_path: Path, final_path: Path) -> None:
     if final_path.exists():
         raise FileExistsError(f"{final_path} exists; stored objects are never overwritten")
     os.rename(temp_path, final_path)
-    fsync_dir(final_path.parent)
+    fsync_path(final_path.parent)
