@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	rm -rf build/demo
 	$(BIN)/python scripts/run_notebook.py notebooks/track-in-memory-data.ipynb --out build/demo
+	$(BIN)/python scripts/run_notebook.py notebooks/magics.ipynb --out build/demo
 	$(BIN)/lamin-magic --root build/demo/mydata ls
 
 test: $(STAMP)
