@@ -17,20 +17,16 @@ from . import registry as reg
 # what lamin_magic names a stored object: a 20-character file id and a suffix
 STORED_NAME = re.compile(r"^[0-9A-Za-z]{20}\.[0-9A-Za-z]+$")
 
-KINDS = {
-    "missing": "a record whose bytes are gone",
-    "mismatch": "bytes that differ from their record (size or hash)",
-    "orphan": "a stored object no record points at",
-    "temporary": "a leftover temporary of an interrupted save",
-    "stranger": "a file lamin_magic did not write",
-    "writing": "a temporary of a save in progress",
-}
+# The kinds of problem: missing (a record whose bytes are gone), mismatch (bytes that differ
+# from their record), orphan (a stored object no record points at), temporary (left by an
+# interrupted save), stranger (a file lamin_magic did not write), writing (the temporary of a
+# save in progress).
 HARMLESS = ("stranger", "writing")  # listed, left alone, not counted as problems
 
 
 @dataclass
 class Problem:
-    kind: str  # one of KINDS
+    kind: str  # missing, mismatch, orphan, temporary, stranger or writing
     path: str
     detail: str
     file_id: str | None = None

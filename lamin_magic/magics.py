@@ -192,17 +192,14 @@ class LaminMagics(Magics):
         if words:
             self.do_save(words, options)
             return
-        from .storage.formats import format_for
+        from .storage.formats import has_own_format
 
-        bound = []
-        for var, value in list(ns.items()):
-            if var.startswith("_") or before.get(var) == id(value):
-                continue
-            try:
-                format_for(value)
-            except LaminMagicError:
-                continue
-            bound.append(var)
+        # what the cell bound that a format of its own stores: never pickle every new int
+        bound = [
+            var
+            for var, value in list(ns.items())
+            if not var.startswith("_") and before.get(var) != id(value) and has_own_format(value)
+        ]
         if not bound:
             print("lamin_magic: the cell bound no DataFrame or AnnData; nothing to save")
             return

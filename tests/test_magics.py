@@ -350,3 +350,14 @@ def test_a_broken_instance_gives_one_warning_and_the_magic_still_loads(
     finally:
         shell.run_line_magic("unload_ext", "lamin_magic")
         tracking.context.run = None
+
+
+def test_cell_magic_never_pickles_what_it_was_not_asked_to(ip, capsys):
+    lm.init(instance.current().root, allow_pickle=True)
+    assert (
+        cell(ip, "%%lamin save\nimport pandas as pd\nframe = pd.DataFrame({'y': [1]})\nn = 3")
+        is None
+    )
+    assert [f.name for f in lm.select(lm.File)] == ["frame"]  # not n, though pickle is allowed
+    lamin(ip, "save n")  # named, it may be pickled here
+    assert lm.load("n") == 3

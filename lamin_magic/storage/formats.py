@@ -159,6 +159,13 @@ def format_for(obj: Any, name: str | None = None) -> Format:
     )
 
 
+def has_own_format(obj: Any) -> bool:
+    """Whether a format other than pickle stores `obj`."""
+    _ensure_builtin()
+    types = {type_name(c) for c in type(obj).__mro__}
+    return any(f.type in types and not f.needs_pickle for f in _formats.values())
+
+
 def format_for_suffix(suffix: str) -> Format:
     _ensure_builtin()
     for fmt in _formats.values():
