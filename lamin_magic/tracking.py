@@ -117,12 +117,13 @@ def _what_runs(path: str | os.PathLike[str] | None, shell: Any) -> tuple[str, Pa
         if nb is not None:
             return "notebook", nb, how
         return "ipython", None, how
-    nb, how = detect_notebook_path(None)
-    if nb is not None:
-        return "notebook", nb, how
+    # a script first: one started from a notebook cell inherits that kernel's environment
     script = _script_path()
     if script is not None:
         return "script", script, "the running script"
+    nb, how = detect_notebook_path(None)
+    if nb is not None:
+        return "notebook", nb, how
     return "ipython", None, "an interactive session"
 
 
@@ -157,9 +158,8 @@ def track(
         and context.instance_root == instance.root
         and (tracked.key, tracked.type) == (key, kind)
     ):
-        if title is not None and tracked.title != title:
-            tracked.title = title
-            tracked.save()
+        if title is not None:
+            set_title(title)
         return context.run
     with reg.db.atomic():
         transform = _transform_for(kind, key, name, title)

@@ -304,6 +304,8 @@ def test_a_script_is_tracked_as_a_script(tmp_path):
         )
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LAMIN_MAGIC", "JPY_"))}
+    # started from a notebook cell, a script inherits the kernel's JPY_SESSION_NAME
+    env["JPY_SESSION_NAME"] = str(tmp_path / "the notebook that started it.ipynb")
     out = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, env=env, check=True
     )
