@@ -33,7 +33,7 @@ db = pw.SqliteDatabase(None, lock_type="IMMEDIATE")
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class Timestamp:
@@ -43,7 +43,7 @@ class Timestamp:
         self.value = value
 
     def __repr__(self) -> str:
-        return self.value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        return self.value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
     __str__ = __repr__
 
@@ -53,7 +53,7 @@ class UTCDateTimeField(pw.TextField):
 
     def db_value(self, value: Any) -> Any:
         if isinstance(value, dt.datetime):
-            return value.astimezone(dt.timezone.utc).isoformat()
+            return value.astimezone(dt.UTC).isoformat()
         return value
 
     def python_value(self, value: Any) -> Any:
