@@ -197,16 +197,21 @@ def record_input(file: reg.File) -> None:
         reg.RunInput.insert(run=run.id, file=file.id).on_conflict_ignore().execute()
 
 
-def verify_file(file: reg.File) -> None:
-    """Raise IntegrityError unless the stored bytes have the recorded size and hash."""
-    from .storage.hashing import hash_path
-
+def existing_path(file: reg.File) -> Path:
+    """Where the file's bytes are, or IntegrityError when they are gone."""
     path = stored_path(file)
     if not path.exists():
         raise IntegrityError(
             f"the bytes of {file.name}@{file.version} are missing ({path}); run lamin-magic check"
         )
-    size, digest, hash_type = hash_path(path)
+    return path
+
+
+def verify_file(file: reg.File) -> None:
+    """Raise IntegrityError unless the stored bytes have the recorded size and hash."""
+    from .storage.hashing import hash_path
+
+    size, digest, hash_type = hash_path(existing_path(file))
     if (size, digest, hash_type) != (file.size, file.hash, file.hash_type):
         raise IntegrityError(
             f"the bytes of {file.name}@{file.version} do not match their record (hash "
@@ -220,13 +225,9 @@ def load_file(file: reg.File, verify: bool = False) -> Any:
 
     if file._object is not None and not file.key:
         return file._object
-    path = stored_path(file)
+    path = existing_path(file)
     if verify:
         verify_file(file)
-    elif not path.exists():
-        raise IntegrityError(
-            f"the bytes of {file.name}@{file.version} are missing ({path}); run lamin-magic check"
-        )
     obj = format_for_suffix(file.suffix).load(path)
     record_input(file)
     return obj

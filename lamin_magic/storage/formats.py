@@ -133,10 +133,15 @@ def describe(obj: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _types_of(obj: Any) -> set[str]:
+    """ "package:ClassName" of the object's class and of each of its bases."""
+    return {type_name(c) for c in type(obj).__mro__}
+
+
 def format_for(obj: Any, name: str | None = None) -> Format:
     """The format that stores `obj`: the one named, else the first registered for its type."""
     _ensure_builtin()
-    types = {type_name(c) for c in type(obj).__mro__}
+    types = _types_of(obj)
     if name is not None:
         fmt = _formats.get(name)
         if fmt is None:
@@ -162,7 +167,7 @@ def format_for(obj: Any, name: str | None = None) -> Format:
 def has_own_format(obj: Any) -> bool:
     """Whether a format other than pickle stores `obj`."""
     _ensure_builtin()
-    types = {type_name(c) for c in type(obj).__mro__}
+    types = _types_of(obj)
     return any(f.type in types and not f.needs_pickle for f in _formats.values())
 
 
