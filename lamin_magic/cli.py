@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import LaminMagicError
+from .errors import LaminMagicError, frontend, printable
+
+
+def page_number(text: str) -> int:
+    from .files import parse_number
+
+    try:
+        return parse_number(text, f"page {text!r}", "--page 1, --page 2, ...")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = sub.add_parser("ls", help="the stored files, latest versions")
     p.add_argument("pattern", nargs="?", help="a glob on names, e.g. 'iris*'")
-    p.add_argument("--page", type=int, default=1, help="page number (50 names a page)")
+    p.add_argument("--page", type=page_number, default=1, help="page number (50 names a page)")
     p = sub.add_parser("show", help="one file: its run, transform, versions and readers")
     p.add_argument("spec", metavar="NAME[@VERSION]")
     sub.add_parser("runs", help="the latest runs and the transforms they ran")
@@ -59,38 +69,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Exit status: 0 done, 1 `check` found a problem, 2 an error (one line
+    on stderr; LAMIN_MAGIC_DEBUG=1 adds the traceback of an unexpected one)."""
     args = build_parser().parse_args(argv)
+    try:
+        with frontend("cli"):
+            return run(args)
+    except (LaminMagicError, OSError) as e:
+        fail(str(e) if isinstance(e, LaminMagicError) else f"{e.strerror or e} ({e.filename})")
+    except Exception as e:  # a bug: still one line, and the way to see more
+        if os.environ.get("LAMIN_MAGIC_DEBUG"):
+            raise
+        fail(f"unexpected {type(e).__name__}: {e} (LAMIN_MAGIC_DEBUG=1 shows the traceback)")
+    return 2
+
+
+def fail(message: str) -> None:
+    print(f"lamin-magic: error: {printable(message)}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
     from . import instance, views
 
-    try:
-        if args.root and args.command != "init":
-            instance.init(args.root)
-        if args.command == "init":
-            found = instance.init(args.path, allow_pickle=args.allow_pickle)
-            pickled = "allowed" if instance.pickle_allowed() else "off"
-            print(f"instance {found.name} at {found.root} (pickle {pickled})")
-        elif args.command == "ls":
-            print(views.list_files(args.pattern, page=args.page))
-        elif args.command == "show":
-            print(views.show_file(args.spec))
-        elif args.command == "runs":
-            print(views.list_runs())
-        elif args.command == "info":
-            print(views.info())
-        elif args.command == "check":
-            from .integrity import check
+    if args.command == "init":
+        found = instance.init(args.path, allow_pickle=args.allow_pickle)
+        pickled = "allowed" if instance.pickle_allowed() else "off"
+        print(f"instance {found.name} at {found.root} (pickle {pickled})")
+        return 0
+    # every other command works on an existing instance: a mistyped path creates nothing
+    if args.root:
+        instance.init(args.root, create=False)
+    else:
+        instance.current(create=False)
+    if args.command == "ls":
+        print(views.list_files(args.pattern, page=args.page))
+    elif args.command == "show":
+        print(views.show_file(args.spec))
+    elif args.command == "runs":
+        print(views.list_runs())
+    elif args.command == "info":
+        print(views.info())
+    elif args.command == "check":
+        from .integrity import check
 
-            report = check(repair=args.repair, verify_hashes=not args.no_hash)
-            if args.json:
-                import json
+        report = check(repair=args.repair, verify_hashes=not args.no_hash)
+        if args.json:
+            import json
 
-                print(json.dumps(report.to_dict(), indent=2))
-            else:
-                print(report)
-            return 0 if report.ok else 1
-    except LaminMagicError as e:
-        print(f"lamin-magic: error: {e}", file=sys.stderr)
-        return 2
+            print(json.dumps(report.to_dict(), indent=2))
+        else:
+            print(report)
+        return 0 if report.ok else 1
     return 0
 
 

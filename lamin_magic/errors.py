@@ -1,6 +1,15 @@
-"""Exceptions. Each also inherits a builtin, so callers can catch either kind."""
+"""Exceptions, and the commands their messages suggest.
+
+Each exception also inherits a builtin, so callers can catch either kind. A message names the
+fix in the words of whoever is asking: `%lamin ls` in a notebook, `lamin-magic ls` in a shell,
+`lm.select(lm.File).df()` from Python (see `command` and `frontend`).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 
 class LaminMagicError(Exception):
@@ -27,5 +36,48 @@ class InstanceError(LaminMagicError, RuntimeError):
     """The instance cannot be used: unreadable, not writable, a newer schema, a bad path."""
 
 
+class RegistryBusyError(InstanceError):
+    """Another process held the registry's write lock for longer than the busy timeout."""
+
+
 class IntegrityError(LaminMagicError, RuntimeError):
     """Stored bytes are missing or do not match their recorded size and hash."""
+
+
+# what a message suggests, as (magic, command line, Python)
+COMMANDS = {
+    "ls": ("%lamin ls", "lamin-magic ls", "lm.select(lm.File).df()"),
+    "check": ("%lamin check", "lamin-magic check", "lm.check()"),
+    "repair": ("%lamin check repair", "lamin-magic check --repair", "lm.check(repair=True)"),
+    "init": ("%lamin init PATH", "lamin-magic init PATH", "lm.init(PATH)"),
+    "trust": (
+        "lamin-magic init PATH --allow-pickle (in a shell)",
+        "lamin-magic init PATH --allow-pickle",
+        "lm.init(PATH, allow_pickle=True)",
+    ),
+}
+FRONTENDS = ("magic", "cli", "api")
+_frontend: ContextVar[str] = ContextVar("lamin_magic_frontend", default="api")
+
+
+def command(what: str) -> str:
+    """How the one asking runs `what` (a key of COMMANDS)."""
+    return COMMANDS[what][FRONTENDS.index(_frontend.get())]
+
+
+@contextmanager
+def frontend(name: str) -> Iterator[None]:
+    """Messages raised inside speak in the words of `name`: magic, cli or api."""
+    token = _frontend.set(name)
+    try:
+        yield
+    finally:
+        _frontend.reset(token)
+
+
+def printable(text: str) -> str:
+    """`text` safe for a terminal and on one line: control, bidi and other invisible
+    characters (ESC, newlines, U+202E, ...) are shown escaped, as repr() shows them."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

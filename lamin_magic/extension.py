@@ -49,7 +49,6 @@ class Extension:
 
         self.magics = LaminMagics(shell=self.ip, extension=self)
         self.ip.register_magics(self.magics)
-        self.ip.events.register("pre_run_cell", self.keep_cell_source)
         self.ip.events.register("pre_run_cell", self.find_notebook_before_first_cell)
         self.ip.events.register("post_run_cell", self.post_run_cell)
         try:
@@ -66,7 +65,6 @@ class Extension:
 
     def unload(self) -> None:
         hooks = (
-            ("pre_run_cell", self.keep_cell_source),
             ("pre_run_cell", self.find_notebook_before_first_cell),
             ("post_run_cell", self.post_run_cell),
         )
@@ -77,11 +75,6 @@ class Extension:
         for kind in ("line", "cell"):
             manager.magics[kind].pop("lamin", None)
         manager.registry.pop("LaminMagics", None)
-
-    def keep_cell_source(self, info: Any) -> None:
-        """Before each cell: keep its source, so `x = %lamin load NAME` can tell it is assigned."""
-        if self.magics is not None:
-            self.magics.raw_cell = getattr(info, "raw_cell", "") or ""
 
     def find_notebook_before_first_cell(self, info: Any) -> None:
         """Look for the notebook once more before the first cell, then remove this hook."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +15,13 @@ from . import tracking
 from .errors import (
     IntegrityError,
     InvalidArgumentError,
+    LaminMagicError,
     MultipleResultsError,
     NotFoundError,
+    command,
 )
 from .ids import new_id
+from .storage.keys import object_path
 
 MAX_NAME_LENGTH = 200
 
@@ -33,8 +38,12 @@ def check_name(name: Any) -> str:
         raise InvalidArgumentError(
             f"the name is {len(name)} characters long; keep it to {MAX_NAME_LENGTH}"
         )
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise InvalidArgumentError(f"the name {name!r} holds a control character; remove it")
+    # control characters, and invisible ones that make two names look alike (U+202E, U+00A0)
+    bad = next((c for c in name if not c.isprintable()), None)
+    if bad is not None:
+        raise InvalidArgumentError(
+            f"the name {name!r} holds a control character ({bad!r}); remove it"
+        )
     if "@" in name:
         raise InvalidArgumentError(
             f"the name {name!r} holds '@', which separates a name from its version; drop it"
@@ -42,17 +51,28 @@ def check_name(name: Any) -> str:
     return name
 
 
+MAX_NUMBER = 2**63 - 1  # the largest integer SQLite stores
+
+
+def parse_number(text: str, what: str, example: str) -> int:
+    """A positive decimal number in ASCII digits, or a one-line error saying `what` is off."""
+    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
+        raise InvalidArgumentError(f"{what} is not a whole number from 1 up; write {example}")
+    if int(text) > MAX_NUMBER:
+        raise InvalidArgumentError(f"{what} is too large; write {example}")
+    return int(text)
+
+
 def parse_name_version(spec: str) -> tuple[str, int | None]:
     """'iris' -> ('iris', None); 'iris@2' -> ('iris', 2)."""
+    if not isinstance(spec, str):
+        raise InvalidArgumentError(f"give a name as a string, not {type(spec).__name__}")
     name, sep, version = spec.rpartition("@") if "@" in spec else (spec, "", "")
     if not sep:
         return check_name(spec), None
     check_name(name)
-    if not version.isdigit() or int(version) < 1:
-        raise InvalidArgumentError(
-            f"version {version!r} in {spec!r} is not a number; write {name}@1, {name}@2, ..."
-        )
-    return name, int(version)
+    what = f"version {version!r} in {spec!r}"
+    return name, parse_number(version, what, f"{name}@1, {name}@2, ...")
 
 
 def prepare(data: Any, kwargs: dict[str, Any]) -> Any:
@@ -72,107 +92,207 @@ def prepare(data: Any, kwargs: dict[str, Any]) -> Any:
     return fmt
 
 
+def label(file: reg.File) -> str:
+    return f"{file.name}@{file.version}"
+
+
 def stored_path(file: reg.File) -> Path:
+    """Where the file's bytes are: inside the instance, by a key lamin_magic could have given."""
     if not file.key:
         raise NotFoundError(f"{file.name!r} is not stored yet; store it with lm.add(file)")
-    return inst.current().path_of(file.key)
+    return object_path(inst.current().root, file.key, label(file))
 
 
 def _latest(name: str) -> reg.File | None:
     return reg.File.select().where(reg.File.name == name).order_by(reg.File.version.desc()).first()
 
 
-def _stored_twin(written: Any, suffix: str, instance: inst.Instance) -> reg.File | None:
-    """A record whose bytes equal what was just written, with its bytes still on disk."""
-    query = reg.File.select().where(
-        reg.File.hash == written.hash,
-        reg.File.hash_type == written.hash_type,
-        reg.File.size == written.size,
-        reg.File.suffix == suffix,
+def _twins(written: Any, suffix: str) -> list[reg.File]:
+    """Records of other names whose bytes, by their record, equal what was just written."""
+    return list(
+        reg.File.select().where(
+            reg.File.hash == written.hash,
+            reg.File.hash_type == written.hash_type,
+            reg.File.size == written.size,
+            reg.File.suffix == suffix,
+        )
     )
-    for twin in query:
-        if twin.key and instance.path_of(twin.key).exists():
-            return twin
-    return None
+
+
+class StoredBytes:
+    """Which stored objects a save may stand on instead of writing: those whose bytes are
+    there and hash to their record. Each key is checked once per save; dedup never stands
+    in for bytes that are missing or damaged."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.states: dict[str, str] = {}  # key -> ok, missing, damaged or unsafe
+
+    def state(self, file: reg.File) -> str:
+        key = str(file.key)
+        if key not in self.states:
+            self.states[key] = self._check(file)
+        return self.states[key]
+
+    def _check(self, file: reg.File) -> str:
+        from .storage.hashing import hash_path
+
+        try:
+            path = object_path(self.root, file.key, label(file))
+        except IntegrityError:
+            return "unsafe"
+        if not path.exists():
+            return "missing"
+        try:
+            found = hash_path(path)
+        except (IntegrityError, OSError):
+            return "damaged"
+        return "ok" if found == (file.size, file.hash, file.hash_type) else "damaged"
+
+    def first_intact(self, files: list[reg.File]) -> reg.File | None:
+        return next((f for f in files if self.state(f) == "ok"), None)
+
+
+@dataclass
+class Saved:
+    """What `add` did with one File: "new", "new version" or "unchanged", and a note."""
+
+    file: reg.File
+    status: str
+    note: str = ""
 
 
 def add(file: reg.File) -> reg.File:
     """Store a File's object and its record in one transaction; returns the File stored.
 
-    Same name and content as the latest version: that record comes back, nothing is written.
-    Same content under another name: a new record sharing the stored bytes.
-    Same name, new content: the next version.
+    Same name and content as the latest version: that record comes back, nothing is written
+    (if its bytes were lost, these restore them). Same content under another name: a new
+    record sharing the stored bytes, when they are intact. Same name, new content: the next
+    version.
     """
-    return add_with_status(file)[0]
+    return add_many([file])[0].file
 
 
-def add_with_status(file: reg.File) -> tuple[reg.File, str]:
-    """`add`, and what happened: "new", "new version" or "unchanged"."""
-    from .storage.objects import move_into_place, remove_path, write_temp
+def add_many(files: list[reg.File], labels: list[str] | None = None) -> list[Saved]:
+    """Store several Files all or nothing: every object is written (to temporaries) before
+    any record is, and the records commit in one transaction. `labels` name the objects in
+    messages (e.g. the variable names); the default is each File's name."""
+    from .storage.objects import remove_path, write_temp
 
-    if not isinstance(file, reg.File):
-        raise InvalidArgumentError(
-            f"lm.add takes a File, not {type(file).__name__}; "
-            "wrap it: lm.add(lm.File(obj, name=...))"
-        )
-    if file._object is None:
-        if file.id and reg.File.get_or_none(reg.File.id == file.id) is not None:
-            return file, "unchanged"
-        raise InvalidArgumentError(
-            "this File holds no object; create it with lm.File(obj, name=...)"
-        )
+    for file in files:
+        if not isinstance(file, reg.File):
+            raise InvalidArgumentError(
+                f"lm.add takes a File, not {type(file).__name__}; "
+                "wrap it: lm.add(lm.File(obj, name=...))"
+            )
     instance = inst.current()
-    run = tracking.ensure_run()
-    written = write_temp(file._object, file._format, instance.temp_dir)
-    placed: Path | None = None
+    results: list[Saved | None] = [
+        Saved(f, "unchanged") if _already_stored(f) else None for f in files
+    ]
+    todo = [(i, f) for i, f in enumerate(files) if results[i] is None]
+    run = tracking.ensure_run() if todo else None
+    written: list[Any] = []
+    placed: list[Path] = []
     try:
-        with reg.db.atomic():
+        for i, file in todo:
+            what = labels[i] if labels else repr(file.name)
+            written.append(write_temp(file._object, file._format, instance.temp_dir, what))
+        trust = StoredBytes(instance.root)
+        for (_, file), w in zip(todo, written, strict=True):  # hash twins before the lock
             latest = _latest(file.name)
-            if (
-                latest is not None
-                and latest.hash == written.hash
-                and latest.hash_type == written.hash_type
-                and latest.suffix == file.suffix
-            ):
-                stored, status = latest, "unchanged"
-            else:
-                status = "new" if latest is None else "new version"
-                file_id = new_id("file")
-                twin = _stored_twin(written, file.suffix, instance)
-                if twin is not None:
-                    key = twin.key
-                else:
-                    key = f"{file_id}{file.suffix}"
-                    placed = instance.path_of(key)
-                    move_into_place(written.temp_path, placed)
-                stored = reg.File.create(
-                    id=file_id,
-                    name=file.name,
-                    version=latest.version + 1 if latest is not None else 1,
-                    description=file.description,
-                    suffix=file.suffix,
-                    size=written.size,
-                    hash=written.hash,
-                    hash_type=written.hash_type,
-                    key=key,
-                    run=run.id,
-                    storage=instance.storage_id,
-                    created_by=instance.user_id,
-                    created_at=reg.utcnow(),
-                )
+            if latest is not None and _same_bytes(latest, w, file.suffix):
+                trust.state(latest)
+            trust.first_intact(_twins(w, file.suffix))
+        with reg.db.atomic():
+            for (i, file), w in zip(todo, written, strict=True):
+                results[i] = _commit(file, w, run, instance, trust, placed)
     except BaseException:
-        if placed is not None:
-            remove_path(placed)
+        for path in placed:
+            remove_path(path)
         raise
     finally:
-        remove_path(written.temp_path)
-    file.__data__ = dict(stored.__data__)
-    file._dirty.clear()
-    return stored, status
+        for w in written:
+            remove_path(w.temp_path)
+    done = [r for r in results if r is not None]
+    for (_, file), result in zip(todo, (results[i] for i, _ in todo), strict=True):
+        assert result is not None
+        file.__data__ = dict(result.file.__data__)
+        file._dirty.clear()
+    return done
+
+
+def _already_stored(file: reg.File) -> bool:
+    """A File read from the registry, not one holding an object to store."""
+    if file._object is not None:
+        return False
+    if file.id and reg.File.get_or_none(reg.File.id == file.id) is not None:
+        return True
+    raise InvalidArgumentError("this File holds no object; create it with lm.File(obj, name=...)")
+
+
+def _same_bytes(record: reg.File, written: Any, suffix: str) -> bool:
+    return (record.hash, record.hash_type, record.size, record.suffix) == (
+        written.hash,
+        written.hash_type,
+        written.size,
+        suffix,
+    )
+
+
+def _commit(
+    file: reg.File,
+    written: Any,
+    run: Any,
+    instance: inst.Instance,
+    trust: StoredBytes,
+    placed: list[Path],
+) -> Saved:
+    """One File's record, inside the caller's transaction."""
+    from .storage.objects import move_into_place
+
+    latest = _latest(file.name)
+    note = ""
+    if latest is not None and _same_bytes(latest, written, file.suffix):
+        state = trust.state(latest)
+        if state == "ok":
+            return Saved(latest, "unchanged")
+        if state == "missing":  # the same bytes, just written: put them back where they were
+            move_into_place(written.temp_path, stored_path(latest))
+            trust.states[str(latest.key)] = "ok"
+            return Saved(latest, "unchanged", "its missing bytes were restored")
+        note = f"the bytes of {label(latest)} are damaged ({command('check')} lists them)"
+    status = "new" if latest is None else "new version"
+    file_id = new_id("file")
+    twin = trust.first_intact(_twins(written, file.suffix))
+    if twin is not None:
+        key = str(twin.key)
+    else:
+        key = f"{file_id}{file.suffix}"
+        path = instance.root / key
+        move_into_place(written.temp_path, path)
+        placed.append(path)
+        trust.states[key] = "ok"
+    stored = reg.File.create(
+        id=file_id,
+        name=file.name,
+        version=latest.version + 1 if latest is not None else 1,
+        description=file.description,
+        suffix=file.suffix,
+        size=written.size,
+        hash=written.hash,
+        hash_type=written.hash_type,
+        key=key,
+        run=run.id,
+        storage=instance.storage_id,
+        created_by=instance.user_id,
+        created_at=reg.utcnow(),
+    )
+    return Saved(stored, status, note)
 
 
 def get_file(name: str, version: int | None = None) -> reg.File:
     """The latest version of `name`, or the given one, with a hint when there is none."""
+    inst.current()
     query = reg.File.select().where(reg.File.name == name)
     if version is not None:
         found = query.where(reg.File.version == version).first()
@@ -187,7 +307,7 @@ def get_file(name: str, version: int | None = None) -> reg.File:
         )
     names = [f.name for f in reg.File.select(reg.File.name).distinct()]
     close = difflib.get_close_matches(name, names, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else "%lamin ls lists what is stored"
+    hint = f"did you mean {close[0]!r}?" if close else f"{command('ls')} lists what is stored"
     raise NotFoundError(f"no file named {name!r}; {hint}")
 
 
@@ -202,7 +322,8 @@ def existing_path(file: reg.File) -> Path:
     path = stored_path(file)
     if not path.exists():
         raise IntegrityError(
-            f"the bytes of {file.name}@{file.version} are missing ({path}); run lamin-magic check"
+            f"the bytes of {label(file)} are missing ({path}); {command('check')} lists "
+            "what else is"
         )
     return path
 
@@ -214,29 +335,46 @@ def verify_file(file: reg.File) -> None:
     size, digest, hash_type = hash_path(existing_path(file))
     if (size, digest, hash_type) != (file.size, file.hash, file.hash_type):
         raise IntegrityError(
-            f"the bytes of {file.name}@{file.version} do not match their record (hash "
-            f"{digest} != {file.hash}); they were changed on disk: run lamin-magic check"
+            f"the bytes of {label(file)} do not match their record (hash {digest} != "
+            f"{file.hash}); they were changed on disk: {command('check')} lists what else was"
         )
 
 
-def load_file(file: reg.File, verify: bool = False) -> Any:
-    """The stored object; records the file as an input of the current run."""
+def load_file(file: reg.File, verify: bool = True, allow_pickle: bool = False) -> Any:
+    """The stored object; records the file as an input of the current run.
+
+    `verify` re-hashes the bytes first (BLAKE3, a few percent of a parquet load), so what
+    loads is what was saved; `allow_pickle=True` unpickles this one file even where you do
+    not trust the instance to.
+    """
     from .storage.formats import format_for_suffix
+    from .storage.hashing import folder_files
+    from .storage.objects import library_reason
 
     if file._object is not None and not file.key:
         return file._object
     path = existing_path(file)
+    fmt = format_for_suffix(file.suffix, allow_pickle)
     if verify:
         verify_file(file)
-    obj = format_for_suffix(file.suffix).load(path)
+    elif path.is_dir():
+        folder_files(path)  # refuses links out of the folder
+    try:
+        obj = fmt.load(path)
+    except (LaminMagicError, MemoryError):
+        raise
+    except Exception as e:  # the library could not read it: damaged bytes, or a missing library
+        if not verify:
+            verify_file(file)
+        raise IntegrityError(f"cannot load {label(file)} ({fmt.name}): {library_reason(e)}") from e
     record_input(file)
     return obj
 
 
-def load(spec: str, verify: bool = False) -> Any:
-    """Load 'NAME' (the latest version) or 'NAME@VERSION'."""
+def load(spec: str, verify: bool = True, allow_pickle: bool = False) -> Any:
+    """Load 'NAME' (the latest version) or 'NAME@VERSION'; see `load_file`."""
     name, version = parse_name_version(spec)
-    return load_file(get_file(name, version), verify=verify)
+    return load_file(get_file(name, version), verify=verify, allow_pickle=allow_pickle)
 
 
 PUBLIC_MODELS = (reg.File, reg.Transform, reg.Run, reg.Storage, reg.User)

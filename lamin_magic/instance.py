@@ -1,21 +1,28 @@
-"""Which instance: resolution order, `init`, the storage record and the current user.
+"""Which instance: resolution order, `init`, the storage record, the current user, and the
+local user's trust.
 
 First hit wins: `init(PATH)`; env `LAMIN_MAGIC_ROOT`; the `LaminMagics.root` traitlet
 (passed in through `configure_root`); the nearest instance in the working directory or its
 parents; else a default per-user instance, created on first use.
+
+Trust comes from the local user, never from the registry (which travels with the instance):
+the instances whose pickles this user lets lamin_magic load are listed in a per-user file.
 """
 
 from __future__ import annotations
 
 import getpass
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InstanceError
+from . import registry as reg
+from .errors import InstanceError, command
+from .ids import new_id
+from .storage.keys import TEMP_DIR_NAME, is_stored_name
 
 REGISTRY_SUFFIX = ".lndb"
-TEMP_DIR_NAME = ".lamin-tmp"
 
 
 @dataclass
@@ -34,8 +41,11 @@ class Instance:
     def temp_dir(self) -> Path:
         return self.root / TEMP_DIR_NAME
 
-    def path_of(self, key: str) -> Path:
-        return self.root / key
+    @property
+    def identity(self) -> str:
+        """This instance, as the local user's trust list names it: its real folder and the
+        storage id of its registry (another registry put in the same folder is not trusted)."""
+        return f"{os.path.realpath(self.root)}#{self.storage_id}"
 
 
 _explicit_root: Path | None = None
@@ -46,6 +56,11 @@ _current: Instance | None = None
 def default_root() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
     return Path(base) / "lamin-magic" / "default"
+
+
+def config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
+    return Path(base) / "lamin-magic"
 
 
 def find_registry(folder: Path) -> Path | None:
@@ -106,14 +121,40 @@ def current_user_handle() -> str:
         return "unknown"
 
 
-def open_instance(root: Path, how: str) -> Instance:
-    """Create the instance folder and registry if needed, then bind the registry to it."""
-    from . import registry as reg
-    from .ids import new_id
+def refuse_inside_objects(root: Path) -> None:
+    """An instance never lives inside another's stored object or temporary folder: its
+    registry would change those bytes, and the other's repair could remove it."""
+    for parent in root.parents:
+        if find_registry(parent) is None:
+            continue
+        first = root.relative_to(parent).parts[0]
+        if first == TEMP_DIR_NAME or is_stored_name(first):
+            raise InstanceError(
+                f"{root} is inside {parent / first}, a stored object or temporary of the "
+                f"instance {parent}; choose a folder outside it"
+            )
 
+
+def refuse_links(registry_path: Path) -> None:
+    """The registry and its journal files are plain files inside the instance."""
+    for end in ("", "-wal", "-shm", "-journal"):
+        path = Path(str(registry_path) + end)
+        if path.is_symlink():
+            raise InstanceError(
+                f"{path} is a symbolic link; lamin_magic writes its registry only inside the "
+                "instance folder: replace the link with the file itself"
+            )
+
+
+def open_instance(root: Path, how: str, create: bool = True) -> Instance:
+    """Bind the registry of the instance at `root`, creating folder and registry if asked."""
     root = root.expanduser().absolute()
     if root.exists() and not root.is_dir():
         raise InstanceError(f"{root} is a file, not a folder; give init a folder path")
+    refuse_inside_objects(root)
+    registry_path = find_registry(root) if root.is_dir() else None
+    if registry_path is None and not create:
+        raise InstanceError(f"no instance at {root} ({how}); create one: {command('init')}")
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -123,49 +164,88 @@ def open_instance(root: Path, how: str) -> Instance:
             f"the instance folder {root} is read-only; lamin_magic writes its registry and "
             "objects there: get write access, or copy the folder somewhere writable"
         )
-    registry_path = find_registry(root) or root / f"{root.name or 'lamin'}{REGISTRY_SUFFIX}"
+    registry_path = registry_path or root / f"{root.name or 'lamin'}{REGISTRY_SUFFIX}"
+    refuse_links(registry_path)
     reg.open_registry(registry_path)
+    storage_id, user_id = _storage_and_user(root)
+    return Instance(root, registry_path, storage_id, user_id, how)
+
+
+def _storage_and_user(root: Path) -> tuple[str, str]:
+    """The instance's storage record and the current user's, created under the write lock
+    only when missing: opening an instance in use never waits on a writer."""
     handle = current_user_handle()
-    with reg.db.atomic():
+
+    def find() -> tuple[reg.Storage | None, reg.User | None]:
         storage = reg.Storage.select().order_by(reg.Storage.created_at).first()
-        if storage is None:
-            storage = reg.Storage.create(id=new_id("storage"), root=str(root), type="local")
-        user = reg.User.get_or_none(reg.User.handle == handle) or reg.new_user(handle)
-    return Instance(root, registry_path, storage.id, user.id, how)
+        return storage, reg.User.get_or_none(reg.User.handle == handle)
+
+    storage, user = find()
+    if storage is None or user is None:
+        with reg.db.atomic():
+            storage, user = find()
+            if storage is None:
+                storage = reg.Storage.create(id=new_id("storage"), root=str(root), type="local")
+            if user is None:
+                user = reg.new_user(handle)
+    return storage.id, user.id
 
 
-def init(path: str | os.PathLike[str], *, allow_pickle: bool | None = None) -> Instance:
+def init(
+    path: str | os.PathLike[str], *, allow_pickle: bool | None = None, create: bool = True
+) -> Instance:
     """Use (or create) the instance at `path` for the rest of this process.
 
-    `allow_pickle=True` lets this instance store any object with pickle, and load such objects:
-    unpickling runs code, so allow it only for instances whose writers you trust.
-    `allow_pickle=False` turns it off again; None leaves the instance's setting as it is.
+    `allow_pickle=True` records, for you (the local user, not in the instance), that you trust
+    this instance's writers: objects no other format stores are then pickled, and its pickles
+    load. Unpickling runs code chosen by whoever wrote the file. `allow_pickle=False` takes the
+    trust back; None leaves it as it is. `create=False` opens only an existing instance.
     """
     global _explicit_root, _current
     if not str(path).strip():
         raise InstanceError("init needs a folder path, e.g. lm.init('./mydata')")
-    instance = open_instance(Path(path), "chosen with init")
+    instance = open_instance(Path(path), "chosen with init", create=create)
     _explicit_root, _current = instance.root, instance
     if allow_pickle is not None:
-        from . import registry as reg
-
-        reg.set_setting("allow_pickle", "true" if allow_pickle else "false")
+        set_pickle_trust(instance, allow_pickle)
     return instance
 
 
+def trust_file() -> Path:
+    return config_dir() / "trusted-pickle.json"
+
+
+def _trusted() -> list[str]:
+    try:
+        data = json.loads(trust_file().read_text())
+    except (OSError, ValueError):
+        return []
+    return [x for x in data if isinstance(x, str)] if isinstance(data, list) else []
+
+
+def set_pickle_trust(instance: Instance, allowed: bool) -> None:
+    """Add or remove `instance` in the local user's list of instances trusted to unpickle."""
+    trusted = [x for x in _trusted() if x != instance.identity]
+    if allowed:
+        trusted.append(instance.identity)
+    path = trust_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}")
+    temp.write_text(json.dumps(trusted, indent=1) + "\n")
+    os.replace(temp, path)
+
+
 def pickle_allowed() -> bool:
-    """Whether the current instance lets objects be pickled and unpickled."""
-    from . import registry as reg
-
-    current()
-    return reg.get_setting("allow_pickle") == "true"
+    """Whether the local user trusts the current instance to pickle and unpickle."""
+    return current().identity in _trusted()
 
 
-def current() -> Instance:
+def current(create: bool = True) -> Instance:
     """The instance in use, opened on first use by the resolution order above.
 
     A root named by init, the environment or the traitlet is checked on every call; the
-    search of the working directory runs only while no instance is open.
+    search of the working directory runs only while no instance is open. `create=False`
+    refuses to create one where none is.
     """
     global _current
     chosen = _chosen_root()
@@ -175,14 +255,16 @@ def current() -> Instance:
         chosen = resolve_root()
     root, how = chosen
     if _current is None or _current.root != root.expanduser().absolute():
-        _current = open_instance(root, how)
+        _current = open_instance(root, how, create=create)
     return _current
 
 
 def reset() -> None:
     """Forget the chosen instance (tests, `%reload_ext`)."""
     global _explicit_root, _configured_root, _current
-    from . import registry as reg
-
     reg.close_registry()
     _explicit_root = _configured_root = _current = None
+
+
+# any query before an instance is chosen opens the current one (lm.File.select() first)
+reg.db.on_demand = current

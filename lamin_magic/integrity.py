@@ -1,32 +1,32 @@
 """The integrity check: every record has its bytes, with the recorded size and hash; every stored
 object has a record; leftover temporaries are listed. `repair` removes only what no record needs:
 temporaries, and objects lamin_magic named that no record points at (a save interrupted after its
-rename, before its commit). It never touches a record, nor a file it did not name.
+rename, before its commit). It never touches a record, nor a file it did not name, and never
+follows a symbolic link: a link is listed as a stranger and left alone.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import instance as inst
 from . import registry as reg
-
-# what lamin_magic names a stored object: a 20-character file id and a suffix
-STORED_NAME = re.compile(r"^[0-9A-Za-z]{20}\.[0-9A-Za-z]+$")
+from .errors import IntegrityError, printable
+from .storage.keys import TEMP_DIR_NAME, is_stored_name, is_temp_name, object_path
 
 # The kinds of problem: missing (a record whose bytes are gone), mismatch (bytes that differ
-# from their record), orphan (a stored object no record points at), temporary (left by an
-# interrupted save), stranger (a file lamin_magic did not write), writing (the temporary of a
-# save in progress).
+# from their record), unsafe (a record whose key is not a name lamin_magic gives, or names a
+# link: never read), orphan (a stored object no record points at), temporary (left by an
+# interrupted save), stranger (a file or link lamin_magic did not write), writing (the
+# temporary of a save in progress).
 HARMLESS = ("stranger", "writing")  # listed, left alone, not counted as problems
 
 
 @dataclass
 class Problem:
-    kind: str  # missing, mismatch, orphan, temporary, stranger or writing
+    kind: str  # missing, mismatch, unsafe, orphan, temporary, stranger or writing
     path: str
     detail: str
     file_id: str | None = None
@@ -37,7 +37,7 @@ class Problem:
     def __str__(self) -> str:
         what = f" ({self.name}@{self.version}, {self.file_id})" if self.file_id else ""
         fixed = " [removed]" if self.repaired else ""
-        return f"{self.kind}: {self.path}{what}: {self.detail}{fixed}"
+        return printable(f"{self.kind}: {self.path}{what}: {self.detail}{fixed}")
 
 
 @dataclass(repr=False)
@@ -109,37 +109,34 @@ def check(repair: bool = False, verify_hashes: bool = True, progress: bool | Non
     hashed: dict[str, tuple[int, str, str]] = {}  # a key shared by several records: hash once
     with _progress(total, show) as bar:
         for file_id, name, version, key, size, digest, hash_type in records:
-            path = root / key if key else None
-            if path is None or not path.exists():
-                report.problems.append(
-                    Problem(
-                        "missing",
-                        str(path or "(no key)"),
-                        "no bytes at this path",
-                        file_id,
-                        name,
-                        version,
-                    )
-                )
+            found = Problem("missing", str(key), "", file_id, name, version)
+            try:
+                path = object_path(root, key, f"{name}@{version}")
+            except IntegrityError as e:
+                found.kind, found.detail = "unsafe", f"{e}; not read"
+                report.problems.append(found)
+                continue
+            found.path = str(path)
+            if not path.exists():
+                found.detail = "no bytes at this path"
+                report.problems.append(found)
                 continue
             if not verify_hashes:
                 continue
             if key not in hashed:
-                hashed[key] = hash_path(path)
-                report.bytes_hashed += hashed[key][0]
+                try:
+                    hashed[key] = hash_path(path)
+                except IntegrityError as e:  # a link inside a stored folder
+                    hashed[key] = (-1, str(e), "")
+                report.bytes_hashed += max(hashed[key][0], 0)
             got = hashed[key]
             bar.update(size or 0)
             if got != (size, digest, hash_type):
-                report.problems.append(
-                    Problem(
-                        "mismatch",
-                        str(path),
-                        f"recorded size {size} hash {digest}, found size {got[0]} hash {got[1]}",
-                        file_id,
-                        name,
-                        version,
-                    )
+                found.kind = "mismatch"
+                found.detail = (
+                    f"recorded size {size} hash {digest}, found size {got[0]} hash {got[1]}"
                 )
+                report.problems.append(found)
     # Under the registry's write lock no save is between its rename and its commit, so what
     # no record points at now is a true orphan; the keys are read again under the lock.
     with reg.db.atomic():
@@ -171,30 +168,41 @@ def writer_alive(temp: Path) -> bool:
 
 
 def _scan_folder(instance: inst.Instance, keys: set[str], report: Report) -> None:
-    from .storage.objects import TEMP_SUFFIX
+    """What the instance folder and its temporaries hold that no record accounts for.
 
+    Only names lamin_magic gives are orphans or temporaries (removable); anything else, and
+    every symbolic link, is a stranger: listed, never followed, never removed.
+    """
     root = instance.root
     registry_names = {instance.registry_path.name}
     registry_names |= {instance.registry_path.name + s for s in ("-wal", "-shm", "-journal")}
+    temp_dir = instance.temp_dir
     for entry in sorted(root.iterdir()):
-        if entry.name in registry_names or entry.name == inst.TEMP_DIR_NAME:
+        if entry.name in registry_names:
+            continue
+        if entry.name == TEMP_DIR_NAME and entry.is_dir() and not entry.is_symlink():
             continue
         report.objects += 1
-        if entry.name in keys:
+        if entry.name in keys and not entry.is_symlink():
             continue
-        if STORED_NAME.match(entry.name):
+        if is_stored_name(entry.name) and not entry.is_symlink():
             report.problems.append(
                 Problem("orphan", str(entry), "no record points at it; an interrupted save")
             )
         else:
-            report.problems.append(
-                Problem("stranger", str(entry), "not written by lamin_magic; left alone")
-            )
-    temp_dir = instance.temp_dir
-    if temp_dir.exists():
-        for entry in sorted(temp_dir.iterdir()):
-            if writer_alive(entry):
-                report.problems.append(Problem("writing", str(entry), "a save in progress"))
-                continue
-            detail = "an interrupted save" if entry.name.endswith(TEMP_SUFFIX) else "unknown"
-            report.problems.append(Problem("temporary", str(entry), detail))
+            report.problems.append(Problem("stranger", str(entry), _stranger(entry)))
+    if not temp_dir.is_dir() or temp_dir.is_symlink():
+        return
+    for entry in sorted(temp_dir.iterdir()):
+        if not is_temp_name(entry.name) or entry.is_symlink():
+            report.problems.append(Problem("stranger", str(entry), _stranger(entry)))
+        elif writer_alive(entry):
+            report.problems.append(Problem("writing", str(entry), "a save in progress"))
+        else:
+            report.problems.append(Problem("temporary", str(entry), "an interrupted save"))
+
+
+def _stranger(entry: Path) -> str:
+    if entry.is_symlink():
+        return "a symbolic link lamin_magic did not make; not followed, left alone"
+    return "not written by lamin_magic; left alone"

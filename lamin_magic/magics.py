@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import builtins
+import dis
+import itertools
+import keyword
 import re
 import shlex
+import sys
+import weakref
+from collections.abc import Iterator
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -11,12 +18,12 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Unicode, observe
 
 from . import files, instance, tracking, views
-from .errors import LaminMagicError
+from .errors import LaminMagicError, frontend, printable
 
 SUBCOMMANDS = ("save", "load", "ls", "show", "track", "info", "init", "check")
 OPTIONS = {
     "save": {"name", "description", "format"},
-    "load": set(),
+    "load": {"verify"},
     "ls": {"page"},
     "show": set(),
     "track": {"title"},
@@ -25,6 +32,11 @@ OPTIONS = {
     "check": set(),
 }
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# names IPython keeps in every namespace: its output cache, input history and helpers
+IPYTHON_NAMES = re.compile(
+    r"_{1,3}|_i{1,3}|_i?[0-9]+|_(ih|oh|dh|exit_code)|In|Out|get_ipython|exit|quit"
+)
+YES, NO = ("yes", "true", "1", "on"), ("no", "false", "0", "off")
 
 
 def parse(line: str, subcommand: str) -> tuple[list[str], dict[str, str]]:
@@ -64,7 +76,6 @@ class LaminMagics(Magics):
     def __init__(self, shell: Any = None, extension: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.extension = extension
-        self.raw_cell = ""
         if self.root:
             instance.configure_root(self.root)
 
@@ -133,13 +144,15 @@ class LaminMagics(Magics):
             raise UsageError(f"%%lamin works with save only, not {sub}; write %lamin {sub}")
         words, options = parse(rest, sub)
         try:
-            if cell is not None:
-                return self.save_cell(words, options, cell)
-            return getattr(self, f"do_{sub}")(words, options)
+            with frontend("magic"):
+                if cell is not None:
+                    return self.save_cell(words, options, cell)
+                return getattr(self, f"do_{sub}")(words, options)
         except LaminMagicError as e:
-            raise UsageError(str(e)) from e
+            raise UsageError(printable(str(e))) from e
         except OSError as e:
-            raise UsageError(f"%lamin {sub}: {e.strerror or e} ({e.filename or 'no file'})") from e
+            where = e.filename or "no file"
+            raise UsageError(printable(f"%lamin {sub}: {e.strerror or e} ({where})")) from e
 
     # --- subcommands -------------------------------------------------------------------
 
@@ -158,33 +171,31 @@ class LaminMagics(Magics):
             raise UsageError("%lamin save needs a variable: %lamin save df name=iris")
         if len(words) > 1 and "name" in options:
             raise UsageError("name= works with one variable; save the others one by one")
-        # check every variable before storing any, so a bad one stores nothing
+        # every variable is checked and written before any record is: all or nothing
         prepared = [
-            (
-                var,
-                File(
-                    self._value(var),
-                    name=options.get("name", var),
-                    description=options.get("description"),
-                    format=options.get("format"),
-                ),
+            File(
+                self._value(var),
+                name=options.get("name", var),
+                description=options.get("description"),
+                format=options.get("format"),
             )
             for var in words
         ]
-        for var, file in prepared:
-            stored, status = files.add_with_status(file)
+        for var, saved in zip(words, files.add_many(prepared, labels=words), strict=True):
+            stored = saved.file
             size = views.human_size(stored.size)
             label = f"{stored.name}@{stored.version}"
-            if status == "unchanged":
-                print(f"{label} is unchanged: {var} has the same content ({size})")
+            note = f"; {saved.note}" if saved.note else ""
+            if saved.status == "unchanged":
+                print(f"{label} is unchanged: {var} has the same content ({size}{note})")
             else:
-                print(f"saved {var} as {label} ({stored.suffix}, {size}, id {stored.id})")
+                print(f"saved {var} as {label} ({stored.suffix}, {size}, id {stored.id}{note})")
 
     def save_cell(self, words: list[str], options: dict[str, str], cell: str) -> None:
         if "name" in options:
             raise UsageError("%%lamin save takes no name=; it saves each variable by its name")
         ns = self.ip.user_ns
-        before = {k: id(v) for k, v in ns.items()}
+        before = Holdings(ns)
         result = self.ip.run_cell(cell)
         if not result.success:
             print("lamin_magic: the cell failed; nothing was saved")
@@ -196,9 +207,7 @@ class LaminMagics(Magics):
 
         # what the cell bound that a format of its own stores: never pickle every new int
         bound = [
-            var
-            for var, value in list(ns.items())
-            if not var.startswith("_") and before.get(var) != id(value) and has_own_format(value)
+            var for var in before.rebound(ns) if not var.startswith("_") and has_own_format(ns[var])
         ]
         if not bound:
             print("lamin_magic: the cell bound no DataFrame or AnnData; nothing to save")
@@ -212,35 +221,38 @@ class LaminMagics(Magics):
             spec, var = words[0], None
         else:
             raise UsageError("write %lamin load NAME[@VERSION] [as VAR]")
-        if var is not None and not IDENTIFIER.match(var):
-            raise UsageError(f"{var!r} is not a variable name; write %lamin load iris as df")
+        verify = yes_or_no(options.get("verify", "yes"), "verify")
         name, version = files.parse_name_version(spec)
-        file = files.get_file(name, version)
-        obj = file.load()
-        if var is None and self._assigned(line_args=" ".join(words)):
-            return obj
         target = var or name
-        if not IDENTIFIER.match(target):
-            raise UsageError(
-                f"{name!r} is not a variable name; write %lamin load {spec} as VAR, "
-                f"or x = %lamin load {spec}"
-            )
-        self.ip.user_ns[target] = obj
-        print(f"loaded {name}@{file.version} into {target} ({describe_object(obj)})")
+        assigned = var is None and value_is_used()
+        file = files.get_file(name, version)
+        if not assigned:
+            self._check_bindable(target, spec)
+        obj = file.load(verify=verify)
+        if assigned:
+            return obj
+        ns = self.ip.user_ns
+        replaced = f"; it replaced the {describe_object(ns[target])}" if target in ns else ""
+        ns[target] = obj
+        print(f"loaded {name}@{file.version} into {target} ({describe_object(obj)}{replaced})")
         return None
 
-    def _assigned(self, line_args: str) -> bool:
-        """Whether the running cell assigns `%lamin load ...` to a variable."""
-        pattern = r"=\s*%lamin\s+load\s+" + re.escape(line_args.split()[0])
-        return re.search(pattern, self.raw_cell) is not None
+    def _check_bindable(self, target: str, spec: str) -> None:
+        """Refuse names the kernel needs; say how to load under another name."""
+        spec = shlex.quote(spec)
+        fix = f"load it under another name: %lamin load {spec} as VAR, or x = %lamin load {spec}"
+        if not IDENTIFIER.match(target):
+            raise UsageError(f"{target!r} is not a variable name; {fix}")
+        why = reserved(target, self.ip)
+        if why:
+            raise UsageError(f"{target!r} is {why}, which the kernel needs; {fix}")
 
     def do_ls(self, words: list[str], options: dict[str, str]) -> Any:
         if len(words) > 1:
             raise UsageError("write %lamin ls [PATTERN] [page=N]; quote a pattern with spaces")
-        page = options.get("page", "1")
-        if not page.isdigit() or int(page) < 1:
-            raise UsageError(f"page={page} is not a page number; pages start at 1")
-        return views.list_files(words[0] if words else None, page=int(page))
+        text = options.get("page", "1")
+        page = files.parse_number(text, f"page={text}", "page=1, page=2, ...")
+        return views.list_files(words[0] if words else None, page=page)
 
     def do_show(self, words: list[str], options: dict[str, str]) -> Any:
         if len(words) != 1:
@@ -291,3 +303,76 @@ def describe_object(obj: Any) -> str:
     if isinstance(shape, tuple):
         return f"{kind} {' x '.join(map(str, shape))}"
     return kind
+
+
+def yes_or_no(value: str, option: str) -> bool:
+    if value.lower() in YES:
+        return True
+    if value.lower() in NO:
+        return False
+    raise UsageError(f"{option}={value} is neither yes nor no; write {option}=yes or {option}=no")
+
+
+def reserved(name: str, ip: Any) -> str | None:
+    """Why binding `name` would break the kernel, or None."""
+    if keyword.iskeyword(name):
+        return "a Python keyword"
+    if name.startswith("__") and name.endswith("__"):
+        return "a name Python itself uses"
+    if name in getattr(ip, "user_ns_hidden", {}) or IPYTHON_NAMES.fullmatch(name):
+        return "a name IPython uses"
+    if hasattr(builtins, name):
+        return "a Python builtin"
+    return None
+
+
+def value_is_used() -> bool:
+    """Whether the code that called this magic uses its value (`x = %lamin load NAME`).
+
+    IPython runs `x = %lamin load NAME` as `x = get_ipython().run_line_magic(...)`: the
+    instruction after that call in the caller's code stores the value, where a bare
+    `%lamin load NAME` drops it (POP_TOP) or shows it as the cell's result (PRINT_EXPR).
+    """
+    from IPython.core.interactiveshell import InteractiveShell
+
+    magic_code = InteractiveShell.run_line_magic.__code__
+    frame: Any = sys._getframe(1)
+    while frame is not None and frame.f_code is not magic_code:
+        frame = frame.f_back
+    caller = frame.f_back if frame is not None else None
+    if caller is None:
+        return False
+    instructions = list(dis.get_instructions(caller.f_code))
+    for ins, after in itertools.pairwise(instructions):
+        if ins.offset <= caller.f_lasti < after.offset:  # the call, with its inline caches
+            dropped = after.opname in ("POP_TOP", "PRINT_EXPR") or (
+                after.opname == "CALL_INTRINSIC_1" and "PRINT" in after.argrepr
+            )
+            return not dropped
+    return False
+
+
+class Holdings:
+    """What each name of a namespace held, to tell afterwards which names a cell bound anew.
+
+    Comparing `id()`s is fooled when a new object reuses a freed one's address; a weak
+    reference to the old object cannot be, and keeps nothing alive. Objects without weak
+    references (ints, tuples) are held strongly, so their ids cannot be reused either.
+    """
+
+    def __init__(self, ns: dict[str, Any]) -> None:
+        self.held: dict[str, tuple[bool, Any]] = {}
+        for name, value in ns.items():
+            try:
+                self.held[name] = (True, weakref.ref(value))
+            except TypeError:
+                self.held[name] = (False, value)
+
+    def rebound(self, ns: dict[str, Any]) -> Iterator[str]:
+        for name, value in list(ns.items()):
+            if name not in self.held:
+                yield name
+                continue
+            weak, mark = self.held[name]
+            if (mark() if weak else mark) is not value:
+                yield name

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -15,21 +16,89 @@ from typing import Any
 
 import peewee as pw
 
-from .errors import InstanceError
+from .errors import InstanceError, InvalidArgumentError, RegistryBusyError
 from .ids import new_id
 
 SCHEMA_VERSION = 2
 
-PRAGMAS = {
+BUSY_TIMEOUT_MS = 10_000  # concurrent writers wait this long instead of failing
+PRAGMAS: dict[str, object] = {
     "journal_mode": "wal",
-    "busy_timeout": 10_000,  # ms; concurrent writers wait instead of failing
+    "busy_timeout": BUSY_TIMEOUT_MS,
     "foreign_keys": 1,
     "synchronous": "full",  # a committed record survives a power cut
+    "trusted_schema": 0,  # a registry from elsewhere: its schema may call no risky function
 }
+
+
+class RegistryDatabase(pw.SqliteDatabase):
+    """peewee's SQLite database, opening the current instance on the first query (so any
+    public function works as the first call of a process), and turning SQLite's errors into
+    one-line `InstanceError`s: a registry held by another writer, damaged, or unreadable."""
+
+    # set by instance.py: opens the instance chosen by the resolution order
+    on_demand: Callable[[], Any] | None = None
+
+    def cursor(self, named_cursor: Any = None) -> Any:
+        if self.deferred and self.on_demand is not None:
+            self.on_demand()
+        return super().cursor(named_cursor)
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        try:
+            return super().execute_sql(sql, params)
+        except (pw.OperationalError, pw.DatabaseError) as e:
+            raise registry_error(e, self.database) from e
+        except OverflowError as e:  # sqlite3 refuses Python ints past 64 bits
+            raise InvalidArgumentError(
+                "a number is too large for the registry (at most 2**63 - 1)"
+            ) from e
+
+    def begin(self, lock_type: str | None = None) -> None:
+        try:
+            super().begin(lock_type)
+        except (pw.OperationalError, pw.DatabaseError) as e:
+            raise registry_error(e, self.database) from e
+
+
+def registry_error(error: Exception, path: Any) -> Exception:
+    """The one-line error for a failure of SQLite itself; constraint errors pass unchanged."""
+    if isinstance(error, (pw.IntegrityError, pw.DataError, pw.NotSupportedError)):
+        return error
+    text = str(error)
+    if "locked" in text or "busy" in text:
+        who = lock_holders(str(path))
+        return RegistryBusyError(
+            f"the registry {path} is busy: another process has held its write lock for "
+            f"{BUSY_TIMEOUT_MS // 1000} s{who}; wait for it to finish, or stop it "
+            "(reading with ls, show and load does not wait on writers)"
+        )
+    return InstanceError(f"the registry {path} cannot be used: {text}")
+
+
+def lock_holders(path: str) -> str:
+    """', held by pid 123 (python ...)': the other processes that have the registry open."""
+    targets = {os.path.realpath(path + end) for end in ("", "-wal", "-shm", "-journal")}
+    found = []
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
+    except OSError:  # not Linux
+        return ""
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in targets for fd in fds):
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                found.append(f"pid {pid} ({cmd[:60]})")
+        except OSError:  # gone, or not ours to look at
+            continue
+    return f"; open in {', '.join(found[:3])}" if found else ""
+
 
 # Every transaction begins IMMEDIATE: choosing the next version is read-then-insert, and
 # deferred transactions of concurrent writers fail with "database is locked" (FACTS.md).
-db = pw.SqliteDatabase(None, lock_type="IMMEDIATE")
+db = RegistryDatabase(None, lock_type="IMMEDIATE")
 
 
 def utcnow() -> dt.datetime:
@@ -164,11 +233,13 @@ class File(Record):
         super().__init__(*args, **kwargs)
         self._object, self._format = data, fmt
 
-    def load(self, verify: bool = False) -> Any:
-        """The stored object; records this file as an input of the current run."""
+    def load(self, verify: bool = True, allow_pickle: bool = False) -> Any:
+        """The stored object; records this file as an input of the current run.
+
+        `verify` re-hashes the bytes first; `allow_pickle=True` unpickles this one file."""
         from .files import load_file
 
-        return load_file(self, verify=verify)
+        return load_file(self, verify=verify, allow_pickle=allow_pickle)
 
     @property
     def path(self) -> Path:
@@ -219,46 +290,90 @@ def get_setting(key: str, default: str | None = None) -> str | None:
     return row.value if row is not None else default
 
 
-def set_setting(key: str, value: str) -> None:
-    Setting.insert(key=key, value=value).on_conflict_replace().execute()
-
-
 def _schema_version() -> int:
     return int(db.execute_sql("PRAGMA user_version").fetchone()[0])
 
 
+_expected_columns: dict[str, set[str]] | None = None
+
+
+def expected_columns() -> dict[str, set[str]]:
+    """table -> the columns lamin_magic reads and writes, from the models."""
+    global _expected_columns
+    if _expected_columns is None:
+        _expected_columns = {
+            m._meta.table_name: {f.column_name for f in m._meta.sorted_fields} for m in MODELS
+        }
+    return _expected_columns
+
+
+def audit_schema(path: Path) -> None:
+    """Refuse a registry whose schema could act on lamin_magic's own writes.
+
+    A registry travels with its instance, so whoever wrote it is not necessarily you. A
+    trigger fires on every insert (one could rewrite a new record's key) and a view could
+    stand where a table should: neither is opened. With `trusted_schema` off, defaults,
+    checks and indexes can call no function with side effects, so a changed table can at
+    most refuse a write; extra tables, columns and indexes are left alone.
+    """
+    rows = db.execute_sql("SELECT type, name FROM sqlite_master").fetchall()
+    for kind, name in rows:
+        if kind in ("trigger", "view"):
+            raise InstanceError(
+                f"the registry {path} holds a {kind} {name!r} that lamin_magic did not create; "
+                f"it could act on every save. Look at it (sqlite3 {path} .schema) and drop it "
+                f'(DROP {kind.upper()} "{name}") if you trust the rest'
+            )
+    for table, columns in expected_columns().items():
+        found = {r[1] for r in db.execute_sql(f'PRAGMA table_info("{table}")').fetchall()}
+        missing = sorted(columns - found)
+        if missing:
+            raise InstanceError(
+                f"the registry {path} is not one lamin_magic can use: its table {table!r} "
+                f"lacks {', '.join(missing)}; it was edited by hand or by another program"
+            )
+
+
 def open_registry(path: Path) -> None:
-    """Bind the models to the registry at `path`, creating or upgrading its schema."""
+    """Bind the models to the registry at `path`, creating or upgrading its schema.
+
+    Only a new or older registry takes the write lock: opening one that is up to date reads,
+    so it never waits on a process that is saving.
+    """
     if not db.is_closed():
         db.close()
     db.init(str(path), pragmas=PRAGMAS)
     try:
         db.connect()
-        with db.atomic():
-            version = _schema_version()
-            if version > SCHEMA_VERSION:
-                raise InstanceError(
-                    f"the registry {path} has schema version {version}, newer than this "
-                    f"lamin_magic understands ({SCHEMA_VERSION}); upgrade: "
-                    "pip install -U lamin_magic"
-                )
-            if version == 0:
-                db.create_tables(MODELS)
-            for step in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
-                UPGRADES[step](db)
-            if version != SCHEMA_VERSION:
-                db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if _schema_version() != SCHEMA_VERSION:
+            with db.atomic():  # another process may be creating it: read again under the lock
+                version = _schema_version()
+                if version > SCHEMA_VERSION:
+                    raise InstanceError(
+                        f"the registry {path} has schema version {version}, newer than this "
+                        f"lamin_magic understands ({SCHEMA_VERSION}); upgrade: "
+                        "pip install -U lamin_magic"
+                    )
+                if version == 0:
+                    db.create_tables(MODELS)
+                for step in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
+                    UPGRADES[step](db)
+                if version != SCHEMA_VERSION:
+                    db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        audit_schema(path)
     except (pw.DatabaseError, sqlite3.DatabaseError) as e:
-        db.close()
+        close_registry()
         raise InstanceError(f"cannot open the registry {path}: {e}") from e
     except BaseException:
-        db.close()
+        close_registry()
         raise
 
 
 def close_registry() -> None:
-    if not db.is_closed():
+    """Close and unbind: the next query opens the current instance again."""
+    if not db.deferred and not db.is_closed():
         db.close()
+    db.init(None)
 
 
 def new_user(handle: str) -> User:

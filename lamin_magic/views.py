@@ -15,16 +15,26 @@ from peewee import fn
 from . import files, tracking
 from . import instance as inst
 from . import registry as reg
+from .errors import printable
 
 PAGE_SIZE = 50
 
 
+MAX_CELL = 80  # characters of one cell in text; HTML shows all of it
+
+
 def _cell(value: Any) -> str:
+    """A value as one safe line: names and descriptions come from others' registries, so
+    escape sequences and newlines are shown escaped, never sent to the terminal."""
     if value is None:
         return ""
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return str(value)
+    return printable(str(value))
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
 
 
 def human_size(size: int | None) -> str:
@@ -46,7 +56,7 @@ class Table:
     footer: str = ""
 
     def __str__(self) -> str:
-        cells = [[_cell(v) for v in row] for row in self.rows]
+        cells = [[_short(_cell(v)) for v in row] for row in self.rows]
         widths = [len(c) for c in self.columns]
         for row in cells:
             widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
@@ -54,13 +64,13 @@ class Table:
         def line(values: list[str]) -> str:
             return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
 
-        lines = [self.title] if self.title else []
+        lines = [printable(self.title)] if self.title else []
         lines.append(line(self.columns))
         lines.extend(line(row) for row in cells)
         if not self.rows:
             lines.append("(none)")
         if self.footer:
-            lines.append(self.footer)
+            lines.append(printable(self.footer))
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -99,6 +109,8 @@ def list_files(pattern: str | None = None, page: int = 1, page_size: int = PAGE_
     inst.current()
     if page < 1:
         raise files.InvalidArgumentError(f"page {page} does not exist; pages start at 1")
+    if page > files.MAX_NUMBER // page_size:
+        raise files.InvalidArgumentError(f"page {page} is past the last page; try page 1")
     # Hop from name to name along the (name, version) index: each hop is one index seek, so a
     # page costs its offset in seeks, not a scan of every version of every name.
     match = " AND name GLOB ?" if pattern else ""

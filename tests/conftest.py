@@ -35,6 +35,7 @@ def isolated(tmp_path_factory, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.chdir(home)
     forget_instance()
     formats._ensure_builtin()

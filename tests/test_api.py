@@ -145,9 +145,9 @@ def test_unknown_names_and_versions(inst, df):
         lm.load("irsi")
     with pytest.raises(NotFoundError, match="'iris' has no version 7; it has versions 1"):
         lm.load("iris@7")
-    with pytest.raises(InvalidArgumentError, match="is not a number"):
+    with pytest.raises(InvalidArgumentError, match="is not a whole number from 1 up"):
         lm.load("iris@latest")
-    with pytest.raises(InvalidArgumentError, match="is not a number"):
+    with pytest.raises(InvalidArgumentError, match="is not a whole number from 1 up"):
         lm.load("iris@0")
 
 

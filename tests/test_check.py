@@ -65,9 +65,9 @@ def test_orphans_and_temporaries_are_listed_then_repaired(inst):
     orphan.write_bytes(b"bytes renamed into place before a crash, never committed")
     stranger = inst.root / "notes.txt"
     stranger.write_text("the user's own file")
-    dead = inst.temp_dir / "999999999-0123.parquet.partial"
+    dead = inst.temp_dir / f"999999999-{'0123' * 8}.parquet.partial"
     dead.write_bytes(b"half")
-    writing = inst.temp_dir / f"{os.getpid()}-4567.parquet.partial"
+    writing = inst.temp_dir / f"{os.getpid()}-{'4567' * 8}.parquet.partial"
     writing.write_bytes(b"a save in progress")
     report = check()
     kinds = {p.kind: p for p in report.problems}

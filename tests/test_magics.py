@@ -31,6 +31,11 @@ def ip(shell, tmp_path, monkeypatch, capsys):
 
 
 def lamin(ip, line):
+    """`%lamin LINE`; a load runs as a statement, as in a cell, so it binds its variable
+    (a caller that uses the magic's value gets the object back instead)."""
+    if line.startswith("load"):
+        ip.run_line_magic("lamin", line)
+        return None
     return ip.run_line_magic("lamin", line)
 
 
@@ -233,11 +238,11 @@ def test_config_root_traitlet(shell, tmp_path, monkeypatch):
         ("load", "write %lamin load NAME[@VERSION] [as VAR]"),
         ("load nothing", "no file named 'nothing'; %lamin ls lists what is stored"),
         ("load df@9", "'df' has no version 9; it has versions 1"),
-        ("load df@x", "version 'x' in 'df@x' is not a number"),
-        ("load df as 1x", "'1x' is not a variable name; write %lamin load iris as df"),
+        ("load df@x", "version 'x' in 'df@x' is not a whole number from 1 up"),
+        ("load df as 1x", "'1x' is not a variable name; load it under another name: %lamin load df as VAR"),
         ("load df extra", "write %lamin load NAME[@VERSION] [as VAR]"),
         ("ls a b", "write %lamin ls [PATTERN] [page=N]"),
-        ("ls page=0", "page=0 is not a page number; pages start at 1"),
+        ("ls page=0", "page=0 is not a whole number from 1 up; write page=1"),
         ("show", "write %lamin show NAME[@VERSION]"),
         ("show nothing", "no file named 'nothing'"),
         ("track a b", "write %lamin track [PATH] [title=TEXT]"),
@@ -261,7 +266,7 @@ def test_mistakes_are_one_line_usage_errors(ip, line, message):
 
 def test_load_of_a_name_that_is_no_identifier(ip, capsys):
     lm.add(lm.File(pd.DataFrame({"x": [1]}), name="my-data"))
-    with pytest.raises(UsageError, match="'my-data' is not a variable name; write %lamin load"):
+    with pytest.raises(UsageError, match="'my-data' is not a variable name; load it under another name: %lamin load my-data as"):
         lamin(ip, "load my-data")
     lamin(ip, "load my-data as d")
     assert "d" in ip.user_ns

@@ -30,7 +30,7 @@ def test_pickle_is_refused_until_the_instance_allows_it(tmp_path):
     lm.init(tmp_path / "inst")
     with pytest.raises(UnsupportedTypeError, match="cannot store a dict; supported types"):
         lm.File({"a": 1}, name="d")
-    with pytest.raises(UnsupportedTypeError, match=r"does not allow pickle; lm\.init"):
+    with pytest.raises(UnsupportedTypeError, match=r"do not allow pickle in this instance; if you"):
         lm.File({"a": 1}, name="d", format="pickle")
     lm.init(tmp_path / "inst", allow_pickle=True)
     file = lm.add(lm.File({"a": [1, 2]}, name="d"))
@@ -38,8 +38,9 @@ def test_pickle_is_refused_until_the_instance_allows_it(tmp_path):
     # a DataFrame still goes to parquet: pickle is only the last resort
     assert lm.add(lm.File(pd.DataFrame({"a": [1]}), name="f")).suffix == ".parquet"
     lm.init(tmp_path / "inst", allow_pickle=False)
-    with pytest.raises(UnsupportedTypeError, match=r"does not allow unpickling \.pkl files"):
+    with pytest.raises(UnsupportedTypeError, match=r"do not allow unpickling \.pkl files"):
         lm.load("d")
+    assert lm.load("d", allow_pickle=True) == {"a": [1, 2]}  # one load, on the caller's word
 
 
 def test_a_planted_pickle_never_runs(tmp_path):
@@ -56,8 +57,9 @@ def test_a_planted_pickle_never_runs(tmp_path):
             (key,),
         )
     con.close()
-    with pytest.raises(UnsupportedTypeError, match="does not allow unpickling"):
+    with pytest.raises(UnsupportedTypeError, match="do not allow unpickling"):
         lm.load("evil")
+    assert not marker.exists()
     assert not marker.exists()
 
 
@@ -105,10 +107,9 @@ def test_a_version_1_registry_is_upgraded_in_place(tmp_path):
     assert lm.load("kept").a.tolist() == [1]
     con = sqlite3.connect(inst.registry_path)
     assert con.execute("PRAGMA user_version").fetchone()[0] == registry.SCHEMA_VERSION == 2
-    assert con.execute("SELECT value FROM setting WHERE key = 'allow_pickle'").fetchone() == (
-        "true",
-    )
+    assert con.execute("SELECT count(*) FROM setting").fetchone() == (0,)  # trust is not here
     con.close()
+    assert instance.pickle_allowed()  # but in the local user's list
 
 
 def test_cli_init_ls_show_runs_info_and_pickle_flag(tmp_path):
@@ -139,7 +140,7 @@ def test_cli_init_ls_show_runs_info_and_pickle_flag(tmp_path):
     assert (
         bad.returncode == 2
         and bad.stderr
-        == "lamin-magic: error: no file named 'nothing'; %lamin ls lists what is stored\n"
+        == "lamin-magic: error: no file named 'nothing'; lamin-magic ls lists what is stored\n"
     )
     assert cli("init", str(root), "--no-pickle").stdout.endswith("(pickle off)\n")
     # found from the working directory, as a user in the instance folder would

@@ -5,10 +5,33 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from ..errors import UnsupportedTypeError
 from .formats import register_format
 
 # anndata converts string columns to categoricals in the object it writes unless told not
 # to: that would change the user's object and make what loads differ from what was saved.
+
+
+def check_anndata(adata: Any) -> None:
+    """Refuse what anndata's writers fail on, with the fix, before anything is written."""
+    _check_mapping(adata.uns, "adata.uns")
+
+
+def _check_mapping(mapping: Any, where: str) -> None:
+    for key, value in mapping.items():
+        if not isinstance(key, str):
+            raise UnsupportedTypeError(
+                f"{where} has the key {key!r} ({type(key).__name__}); anndata writes only "
+                f"string keys: rename it, e.g. {where}[{str(key)!r}] = {where}.pop({key!r})"
+            )
+        inner = f"{where}[{key!r}]"
+        if isinstance(value, tuple):
+            raise UnsupportedTypeError(
+                f"{inner} is a tuple, which anndata cannot write; make it a list: "
+                f"{inner} = list({inner})"
+            )
+        if isinstance(value, dict):
+            _check_mapping(value, inner)
 
 
 def write_h5ad(adata: Any, path: Any) -> None:
@@ -38,8 +61,19 @@ def load_zarr(path: Any) -> Any:
 
 
 H5AD = register_format(
-    "h5ad", suffix=".h5ad", type="anndata:AnnData", write=write_h5ad, load=load_h5ad
+    "h5ad",
+    suffix=".h5ad",
+    type="anndata:AnnData",
+    write=write_h5ad,
+    load=load_h5ad,
+    check=check_anndata,
 )
 ZARR = register_format(
-    "zarr", suffix=".zarr", type="anndata:AnnData", write=write_zarr, load=load_zarr, folder=True
+    "zarr",
+    suffix=".zarr",
+    type="anndata:AnnData",
+    write=write_zarr,
+    load=load_zarr,
+    folder=True,
+    check=check_anndata,
 )

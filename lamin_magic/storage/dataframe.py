@@ -34,6 +34,18 @@ def check_dataframe(df: Any) -> None:
     if columns.has_duplicates:
         dup = columns[columns.duplicated()][0]
         raise UnsupportedTypeError(f"column {dup!r} appears twice; give each column a unique name")
+    for name, dtype in df.dtypes.items():
+        if isinstance(dtype, pd.SparseDtype):
+            raise UnsupportedTypeError(
+                f"column {name!r} is sparse, which parquet cannot store; make it dense: "
+                f"df[{name!r}] = df[{name!r}].sparse.to_dense()"
+            )
+        if dtype.kind == "c":
+            raise UnsupportedTypeError(
+                f"column {name!r} holds complex numbers, which parquet cannot store; store "
+                f"its parts: df[{name + '_re'!r}], df[{name + '_im'!r}] = "
+                f"df[{name!r}].to_numpy().real, df[{name!r}].to_numpy().imag"
+            )
     if len(df) == 0:
         for name, dtype in df.dtypes.items():
             if isinstance(dtype, pd.CategoricalDtype) and len(dtype.categories):

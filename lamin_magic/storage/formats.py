@@ -26,11 +26,13 @@ format cannot store faithfully by raising `UnsupportedTypeError` with the fix.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidArgumentError, UnsupportedTypeError
+from ..errors import InvalidArgumentError, UnsupportedTypeError, command
+from .keys import SUFFIX, TEMP_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,10 @@ def register_format(
 
     `default=True` makes it the format chosen for that type when `format=` is not given.
     """
-    if not suffix.startswith(".") or "/" in suffix or len(suffix) < 2:
-        raise InvalidArgumentError(f"suffix {suffix!r} must look like '.npy'")
+    if not re.fullmatch(SUFFIX, suffix) or suffix.endswith(TEMP_SUFFIX):
+        raise InvalidArgumentError(
+            f"suffix {suffix!r} must look like '.npy' or '.ome.zarr' (letters, digits, _ and -)"
+        )
     fmt = Format(name, suffix, _type_key(type), write, load, stream, folder, check, needs_pickle)
     if default:
         rest = {k: v for k, v in _formats.items() if k != name}
@@ -102,18 +106,19 @@ def _ensure_builtin() -> None:
             import_module(f"{__package__}.{module}")
 
 
-def _usable(fmt: Format) -> bool:
-    if not fmt.needs_pickle:
+def _usable(fmt: Format, allow_pickle: bool = False) -> bool:
+    if not fmt.needs_pickle or allow_pickle:
         return True
     from ..instance import pickle_allowed
 
     return pickle_allowed()
 
 
-PICKLE_HINT = (
-    "lm.init(PATH, allow_pickle=True) lets an instance pickle anything (loading a pickle runs "
-    "code: only for instances you trust)"
-)
+def pickle_hint() -> str:
+    return (
+        f"if you trust everyone who writes to this instance, {command('trust')} lets it "
+        "pickle (loading a pickle runs code chosen by whoever wrote it)"
+    )
 
 
 def supported_types() -> str:
@@ -149,7 +154,7 @@ def format_for(obj: Any, name: str | None = None) -> Format:
                 f"unknown format {name!r}; use one of: {', '.join(_formats)}"
             )
         if fmt.needs_pickle and not _usable(fmt):
-            raise UnsupportedTypeError(f"this instance does not allow pickle; {PICKLE_HINT}")
+            raise UnsupportedTypeError(f"you do not allow pickle in this instance; {pickle_hint()}")
         if fmt.type not in types:
             fits = [f.name for f in _formats.values() if f.type in types]
             hint = f"use one of: {', '.join(fits)}" if fits else f"it stores {fmt.type}"
@@ -171,13 +176,15 @@ def has_own_format(obj: Any) -> bool:
     return any(f.type in types and not f.needs_pickle for f in _formats.values())
 
 
-def format_for_suffix(suffix: str) -> Format:
+def format_for_suffix(suffix: str, allow_pickle: bool = False) -> Format:
+    """The format that loads `suffix` files; pickle only where the local user allows it."""
     _ensure_builtin()
     for fmt in _formats.values():
         if fmt.suffix == suffix:
-            if not _usable(fmt):
+            if not _usable(fmt, allow_pickle):
                 raise UnsupportedTypeError(
-                    f"this instance does not allow unpickling {suffix} files; {PICKLE_HINT}"
+                    f"you do not allow unpickling {suffix} files from this instance; "
+                    f"{pickle_hint()}; or pass allow_pickle=True to this load"
                 )
             return fmt
     raise UnsupportedTypeError(

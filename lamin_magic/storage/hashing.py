@@ -61,11 +61,25 @@ def hash_file(path: Path, fsync: bool = False) -> tuple[int, str]:
 
 
 def folder_files(root: Path) -> list[tuple[str, Path]]:
-    """(relative posix path, path) of every file below `root`, sorted by relative path."""
+    """(relative posix path, path) of every file below `root`, sorted by relative path.
+
+    A symbolic link anywhere below `root` is refused: lamin_magic never writes one, and a
+    reader following it would read outside the instance.
+    """
+    from ..errors import IntegrityError
+
     found = []
-    for dirpath, _dirs, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs:  # os.walk lists a link to a folder here, and does not enter it
+            if os.path.islink(os.path.join(dirpath, name)):
+                files.append(name)
         for name in files:
             path = Path(dirpath) / name
+            if path.is_symlink():
+                raise IntegrityError(
+                    f"{path} is a symbolic link inside a stored folder; lamin_magic never "
+                    "writes one and does not follow it"
+                )
             found.append((path.relative_to(root).as_posix(), path))
     return sorted(found)
 

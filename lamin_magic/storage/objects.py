@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import InstanceError, LaminMagicError, UnsupportedTypeError
 from .formats import Format
 from .hashing import (
     HASH_TYPE_FILE,
@@ -21,8 +22,7 @@ from .hashing import (
     hash_file,
     hash_folder,
 )
-
-TEMP_SUFFIX = ".partial"
+from .keys import TEMP_SUFFIX
 
 
 @dataclass
@@ -41,11 +41,25 @@ def remove_path(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def write_temp(obj: Any, fmt: Format, temp_dir: Path) -> WrittenObject:
-    """Write `obj` under a fresh temporary name in `temp_dir`, synced to disk and hashed."""
+def temp_folder(temp_dir: Path) -> Path:
+    """The instance's folder for temporaries: a real folder inside it, never a link out."""
+    if temp_dir.is_symlink() or (temp_dir.exists() and not temp_dir.is_dir()):
+        raise InstanceError(
+            f"{temp_dir} is a symbolic link or a file, not lamin_magic's folder of temporaries; "
+            f"lamin_magic writes only inside the instance: remove it (rm {temp_dir}) and save again"
+        )
     temp_dir.mkdir(exist_ok=True)
+    return temp_dir
+
+
+def write_temp(obj: Any, fmt: Format, temp_dir: Path, what: str = "the object") -> WrittenObject:
+    """Write `obj` under a fresh temporary name in `temp_dir`, synced to disk and hashed.
+
+    A library failing to write it is one line naming `what` and the format; nothing is left.
+    """
     # the pid tells `check --repair` whether the writer still runs
-    temp_path = temp_dir / f"{os.getpid()}-{uuid.uuid4().hex}{fmt.suffix}{TEMP_SUFFIX}"
+    name = f"{os.getpid()}-{uuid.uuid4().hex}{fmt.suffix}{TEMP_SUFFIX}"
+    temp_path = temp_folder(temp_dir) / name
     try:
         if fmt.stream:
             with open(temp_path, "wb") as raw, HashingWriter(raw) as sink:
@@ -59,9 +73,23 @@ def write_temp(obj: Any, fmt: Format, temp_dir: Path) -> WrittenObject:
             return WrittenObject(temp_path, size, digest, HASH_TYPE_FOLDER)
         size, digest = hash_file(temp_path, fsync=True)
         return WrittenObject(temp_path, size, digest, HASH_TYPE_FILE)
+    except (LaminMagicError, OSError, MemoryError):
+        remove_path(temp_path)
+        raise
+    except Exception as e:  # the writer's library refused it: say so in a line
+        remove_path(temp_path)
+        raise UnsupportedTypeError(
+            f"cannot store {what} as {fmt.name}: {library_reason(e)}; nothing was stored"
+        ) from e
     except BaseException:
         remove_path(temp_path)
         raise
+
+
+def library_reason(error: BaseException) -> str:
+    """'TypeError: first line of the message', for a library's exception."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 def move_into_place(temp_path: Path, final_path: Path) -> None:
