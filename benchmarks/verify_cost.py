@@ -395,8 +395,18 @@ def table(
     notes: dict[str, str],
 ) -> None:
     print(f"\n### {title}\n")
-    print("| measure | median | samples | vs read warm | vs read cold | vs write | note |")
-    print("|---|---|---|---|---|---|---|")
+    columns = [
+        "measure",
+        "median",
+        "min - max",
+        "samples",
+        "vs read warm",
+        "vs read cold",
+        "vs write",
+        "note",
+    ]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
     bases = [read, read.replace("warm", "cold"), write]
     medians = [statistics.median(samples[b]) if b in samples else None for b in bases]
     for key in order:
@@ -411,8 +421,10 @@ def table(
                 ratios.append(f"{m / base:.2g}")
             else:
                 ratios.append(f"{m / base:.3f}")
+        shown = unit if m >= 1e-4 else "us"
+        spread = f"{fmt_time(min(samples[key]), shown)} - {fmt_time(max(samples[key]), shown)}"
         print(
-            f"| {key} | {fmt_time(m, unit if m >= 1e-4 else 'us')} | {len(samples[key])} "
+            f"| {key} | {fmt_time(m, shown)} | {spread} | {len(samples[key])} "
             f"| {' | '.join(ratios)} | {notes.get(key, '')} |"
         )
 

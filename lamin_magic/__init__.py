@@ -70,6 +70,8 @@ def __getattr__(name: str) -> Any:
     except KeyError:
         raise AttributeError(f"module 'lamin_magic' has no attribute {name!r}") from None
     mod = import_module(f".{module}", __name__)
+    if module == "registry":  # a model queried first (lm.File.select()) opens the instance
+        import_module(".instance", __name__)
     value = mod if attr is None else getattr(mod, attr)
     globals()[name] = value
     return value

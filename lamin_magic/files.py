@@ -98,7 +98,7 @@ def label(file: reg.File) -> str:
 
 def stored_path(file: reg.File) -> Path:
     """Where the file's bytes are: inside the instance, by a key lamin_magic could have given."""
-    if not file.key:
+    if file._object is not None and not file.key:
         raise NotFoundError(f"{file.name!r} is not stored yet; store it with lm.add(file)")
     return object_path(inst.current().root, file.key, label(file))
 
