@@ -172,15 +172,19 @@ class LaminMagics(Magics):
         if len(words) > 1 and "name" in options:
             raise UsageError("name= works with one variable; save the others one by one")
         # every variable is checked and written before any record is: all or nothing
-        prepared = [
-            File(
-                self._value(var),
-                name=options.get("name", var),
-                description=options.get("description"),
-                format=options.get("format"),
-            )
-            for var in words
-        ]
+        prepared = []
+        for var in words:
+            try:
+                prepared.append(
+                    File(
+                        self._value(var),
+                        name=options.get("name", var),
+                        description=options.get("description"),
+                        format=options.get("format"),
+                    )
+                )
+            except LaminMagicError as e:  # say which one, when there are several
+                raise type(e)(f"{var}: {e}" if len(words) > 1 else str(e)) from e
         for var, saved in zip(words, files.add_many(prepared, labels=words), strict=True):
             stored = saved.file
             size = views.human_size(stored.size)

@@ -16,7 +16,7 @@ from typing import Any
 
 import peewee as pw
 
-from .errors import InstanceError, InvalidArgumentError, RegistryBusyError
+from .errors import InstanceError, InvalidArgumentError, RegistryBusyError, printable
 from .ids import new_id
 
 SCHEMA_VERSION = 2
@@ -71,7 +71,7 @@ def registry_error(error: Exception, path: Any) -> Exception:
         return RegistryBusyError(
             f"the registry {path} is busy: another process has held its write lock for "
             f"{BUSY_TIMEOUT_MS // 1000} s{who}; wait for it to finish, or stop it "
-            "(reading with ls, show and load does not wait on writers)"
+            "(ls, show and runs do not wait on writers)"
         )
     return InstanceError(f"the registry {path} cannot be used: {text}")
 
@@ -90,7 +90,7 @@ def lock_holders(path: str) -> str:
             if any(os.readlink(f"/proc/{pid}/fd/{fd}") in targets for fd in fds):
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
                     cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-                found.append(f"pid {pid} ({cmd[:60]})")
+                found.append(f"pid {pid} ({printable(cmd[:60])})")
         except OSError:  # gone, or not ours to look at
             continue
     return f"; open in {', '.join(found[:3])}" if found else ""

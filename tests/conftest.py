@@ -56,6 +56,20 @@ def shell():
 
 
 @pytest.fixture
+def ip(shell, tmp_path, monkeypatch, capsys):
+    """The shell with the extension loaded on a fresh instance (from LAMIN_MAGIC_ROOT)."""
+    monkeypatch.setenv("LAMIN_MAGIC_ROOT", str(tmp_path / "inst"))
+    shell.user_ns.clear()
+    shell.init_user_ns()
+    shell.run_line_magic("load_ext", "lamin_magic")
+    capsys.readouterr()
+    yield shell
+    shell.run_line_magic("unload_ext", "lamin_magic")
+    shell.user_ns.clear()
+    shell.init_user_ns()
+
+
+@pytest.fixture
 def inst(tmp_path):
     """A fresh instance in a temporary folder, in use for the test."""
     return lm.init(tmp_path / "inst")

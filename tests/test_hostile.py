@@ -151,7 +151,10 @@ def test_only_names_lamin_magic_gives_are_keys(key):
         len(key) > 21
         and key[:20].isascii()
         and key[:20].isalnum()
-        and all(part and part.replace("_", "").replace("-", "").isalnum() for part in key[21:].split("."))
+        and all(
+            part and part.replace("_", "").replace("-", "").isalnum()
+            for part in key[21:].split(".")
+        )
         and key[20] == "."
         and key.isascii()
         and not key.endswith(".partial")
@@ -263,7 +266,7 @@ def test_a_registry_with_triggers_or_views_is_not_opened(tmp_path, planted):
     with pytest.raises(InstanceError, match=r"holds a (trigger|view) .* did not create"):
         lm.init(tmp_path / "R")
     out = cli("--root", str(inst.root), "ls")
-    assert out.returncode == 2 and "did not create" in out.stderr and "\n" == out.stderr[-1]
+    assert out.returncode == 2 and "did not create" in out.stderr and out.stderr[-1] == "\n"
     assert inst.registry_path.read_bytes() == before
     assert kept.exists()
 

@@ -16,20 +16,6 @@ from lamin_magic.magics import LaminMagics
 from lamin_magic.views import human_size
 
 
-@pytest.fixture
-def ip(shell, tmp_path, monkeypatch, capsys):
-    """The shell with the extension loaded on a fresh instance (from LAMIN_MAGIC_ROOT)."""
-    monkeypatch.setenv("LAMIN_MAGIC_ROOT", str(tmp_path / "inst"))
-    shell.user_ns.clear()
-    shell.init_user_ns()
-    shell.run_line_magic("load_ext", "lamin_magic")
-    capsys.readouterr()
-    yield shell
-    shell.run_line_magic("unload_ext", "lamin_magic")
-    shell.user_ns.clear()
-    shell.init_user_ns()
-
-
 def lamin(ip, line):
     """`%lamin LINE`; a load runs as a statement, as in a cell, so it binds its variable
     (a caller that uses the magic's value gets the object back instead)."""
@@ -239,7 +225,10 @@ def test_config_root_traitlet(shell, tmp_path, monkeypatch):
         ("load nothing", "no file named 'nothing'; %lamin ls lists what is stored"),
         ("load df@9", "'df' has no version 9; it has versions 1"),
         ("load df@x", "version 'x' in 'df@x' is not a whole number from 1 up"),
-        ("load df as 1x", "'1x' is not a variable name; load it under another name: %lamin load df as VAR"),
+        (
+            "load df as 1x",
+            "'1x' is not a variable name; load it under another name: %lamin load df as VAR",
+        ),
         ("load df extra", "write %lamin load NAME[@VERSION] [as VAR]"),
         ("ls a b", "write %lamin ls [PATTERN] [page=N]"),
         ("ls page=0", "page=0 is not a whole number from 1 up; write page=1"),
@@ -266,7 +255,10 @@ def test_mistakes_are_one_line_usage_errors(ip, line, message):
 
 def test_load_of_a_name_that_is_no_identifier(ip, capsys):
     lm.add(lm.File(pd.DataFrame({"x": [1]}), name="my-data"))
-    with pytest.raises(UsageError, match="'my-data' is not a variable name; load it under another name: %lamin load my-data as"):
+    with pytest.raises(
+        UsageError,
+        match="'my-data' is not a variable name; load it under another name: %lamin load my-data as",
+    ):
         lamin(ip, "load my-data")
     lamin(ip, "load my-data as d")
     assert "d" in ip.user_ns

@@ -62,14 +62,27 @@ def write_parquet(df: Any, stream: BinaryIO) -> None:
     try:
         table = pa.Table.from_pandas(df)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
-        reason = str(e).splitlines()[0]
-        raise UnsupportedTypeError(
-            f"cannot store this DataFrame as parquet ({reason}); convert the column to one "
-            "type, e.g. df[col] = df[col].astype(str)"
-        ) from e
+        raise UnsupportedTypeError(unconvertible_column(df, e)) from e
     # pyarrow writes many small pieces; buffering them makes few, large Python-level writes
     with pa.output_stream(stream, buffer_size=BUFFER_SIZE) as buffered:
         pq.write_table(table, buffered)
+
+
+def unconvertible_column(df: Any, error: Exception) -> str:
+    """What arrow could not convert, named by column, with the fix (run only on failure)."""
+    import pyarrow as pa
+
+    for name in df.columns:
+        try:
+            pa.array(df[name], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            kinds = sorted({type(v).__name__ for v in df[name].dropna()})
+            return (
+                f"column {name!r} holds values of types {', '.join(kinds)}, which parquet "
+                f"cannot keep in one column; convert it: df[{name!r}] = df[{name!r}].astype(str)"
+            )
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return f"arrow cannot convert it ({reason})"
 
 
 def load_parquet(path: Any) -> Any:

@@ -73,14 +73,15 @@ def write_temp(obj: Any, fmt: Format, temp_dir: Path, what: str = "the object") 
             return WrittenObject(temp_path, size, digest, HASH_TYPE_FOLDER)
         size, digest = hash_file(temp_path, fsync=True)
         return WrittenObject(temp_path, size, digest, HASH_TYPE_FILE)
-    except (LaminMagicError, OSError, MemoryError):
+    except (OSError, MemoryError):
         remove_path(temp_path)
         raise
-    except Exception as e:  # the writer's library refused it: say so in a line
+    except Exception as e:  # the writer refused it: say so in a line
         remove_path(temp_path)
-        raise UnsupportedTypeError(
-            f"cannot store {what} as {fmt.name}: {library_reason(e)}; nothing was stored"
-        ) from e
+        ours = isinstance(e, LaminMagicError)
+        kind = type(e) if ours else UnsupportedTypeError
+        reason = str(e) if ours else library_reason(e)
+        raise kind(f"cannot store {what} as {fmt.name}: {reason}; nothing was stored") from e
     except BaseException:
         remove_path(temp_path)
         raise
