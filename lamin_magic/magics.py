@@ -97,12 +97,18 @@ class LaminMagics(Magics):
         %lamin save VAR [VAR ...] [name=NAME] [description=TEXT] [format=parquet|h5ad|zarr]
             Store variables: a DataFrame as .parquet, an AnnData as .h5ad (or format=zarr).
             name= defaults to the variable's name (only with one VAR). Saving the same content
-            under the same name again changes nothing; new content becomes the next version.
+            under the same name again changes nothing (and restores its bytes if they were
+            lost); new content becomes the next version. Several variables are saved all or
+            nothing.
 
-        %lamin load NAME[@VERSION] [as VAR]
+        %lamin load NAME[@VERSION] [as VAR] [verify=yes|no]
         x = %lamin load NAME[@VERSION]
-            Load the latest version (or VERSION) into the variable NAME (or VAR), or return it.
-            The load is recorded as an input of this run.
+            Load the latest version (or VERSION) into the variable NAME (or VAR), or return it
+            when the line assigns it. The bytes are re-hashed first (verify=no skips it); a
+            file changed on disk is refused. A name the kernel needs (get_ipython, len, In,
+            _, keywords, dunder names) is never bound: load it as VAR. Binding over your own
+            variable says what it replaced. The load is recorded as an input of this run
+            (a run's load of a file it made itself is not).
 
         %lamin ls [PATTERN] [page=N]
             The stored files, latest version of each name, 50 a page; PATTERN is a glob
@@ -123,7 +129,8 @@ class LaminMagics(Magics):
         %lamin check [repair]
             Every record has its bytes (size and hash), every stored object has a record;
             leftover temporaries are listed. `repair` removes temporaries and stored objects
-            that no record points at (an interrupted save); it never touches a record.
+            that no record points at (an interrupted save); it never touches a record, a file
+            lamin_magic did not name, or anything behind a symbolic link.
 
         %%lamin save [VAR ...] [description=TEXT] [format=...]
             Run the cell, then save the variables named, or every DataFrame and AnnData the
@@ -132,6 +139,8 @@ class LaminMagics(Magics):
         The instance is, first hit wins: %lamin init; LAMIN_MAGIC_ROOT;
         %config LaminMagics.root = PATH; the nearest folder with a .lndb file here or above;
         the per-user default. LAMIN_MAGIC_AUTOLOAD=0 stops the extension loading in every kernel.
+        Pickle (for objects no format stores) only in instances you trust: run
+        `lamin-magic init PATH --allow-pickle` in a shell; the registry cannot grant it.
         """
         sub, _, rest = line.strip().partition(" ")
         if not sub:

@@ -107,7 +107,7 @@ CASES = [
         "unknown format 'xlsx'; use one of: parquet, h5ad, zarr",
     ),
     Case("int column names", "save intcols", "parquet stores column names as strings"),
-    Case("mixed types in a column", "save mixed", "convert the column to one type"),
+    Case("mixed types in a column", "save mixed", "cannot keep in one column; convert it"),
     Case(
         "bytes missing on load",
         "load frame",

@@ -130,7 +130,7 @@ def test_a_key_is_a_plain_name_inside_the_storage_root(tmp_path, outside, key):
         "UPDATE file SET key = ?, size = ?, hash = ? WHERE id = ?",
         (key, size, digest, stored.id),
     )
-    with pytest.raises(IntegrityError, match="cannot be used: it(s key| has no key)") as raised:
+    with pytest.raises(IntegrityError, match=r"cannot be used: it(s key| has no key)") as raised:
         lm.load("iris")
     assert "\n" not in str(raised.value)
     report = check()
@@ -183,7 +183,7 @@ def test_no_instance_inside_another_instance_s_objects(inst, tmp_path):
     lm.add(lm.File(frame(), name="iris"))
     inst.temp_dir.mkdir(exist_ok=True)
     for inner in (stored.path, stored.path / "inner", inst.temp_dir, inst.temp_dir / "deeper"):
-        with pytest.raises(InstanceError, match="is inside .* choose a folder outside it"):
+        with pytest.raises(InstanceError, match=r"is inside .* choose a folder outside it"):
             lm.init(inner)
         out = cli("init", str(inner))
         assert out.returncode == 2 and "choose a folder outside it" in out.stderr

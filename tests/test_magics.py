@@ -257,7 +257,7 @@ def test_load_of_a_name_that_is_no_identifier(ip, capsys):
     lm.add(lm.File(pd.DataFrame({"x": [1]}), name="my-data"))
     with pytest.raises(
         UsageError,
-        match="'my-data' is not a variable name; load it under another name: %lamin load my-data as",
+        match="'my-data' is not a variable name; load it under another name: %lamin load my-",
     ):
         lamin(ip, "load my-data")
     lamin(ip, "load my-data as d")
