@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from peewee import fn
+
 from . import instance as inst
 from . import registry as reg
 from . import tracking
@@ -103,8 +105,13 @@ def stored_path(file: reg.File) -> Path:
     return object_path(inst.current().root, file.key, label(file))
 
 
+def _versions(name: str) -> Any:
+    """The records of `name` with a number for a version (a row edited by hand may not)."""
+    return reg.File.select().where(reg.File.name == name, fn.typeof(reg.File.version) == "integer")
+
+
 def _latest(name: str) -> reg.File | None:
-    return reg.File.select().where(reg.File.name == name).order_by(reg.File.version.desc()).first()
+    return _versions(name).order_by(reg.File.version.desc()).first()
 
 
 def _twins(written: Any, suffix: str) -> list[reg.File]:
@@ -293,7 +300,7 @@ def _commit(
 def get_file(name: str, version: int | None = None) -> reg.File:
     """The latest version of `name`, or the given one, with a hint when there is none."""
     inst.current()
-    query = reg.File.select().where(reg.File.name == name)
+    query = _versions(name)
     if version is not None:
         found = query.where(reg.File.version == version).first()
     else:

@@ -104,7 +104,7 @@ def check(repair: bool = False, verify_hashes: bool = True, progress: bool | Non
     columns = "id, name, version, key, size, hash, hash_type"
     records: list[Any] = reg.db.execute_sql(f"SELECT {columns} FROM file").fetchall()
     report.records = len(records)
-    total = sum(r[4] or 0 for r in records) if verify_hashes else 0
+    total = sum(r[4] for r in records if isinstance(r[4], int)) if verify_hashes else 0
     show = progress if progress is not None else (None if total > 256 * 2**20 else False)
     hashed: dict[str, tuple[int, str, str]] = {}  # a key shared by several records: hash once
     with _progress(total, show) as bar:
@@ -130,7 +130,7 @@ def check(repair: bool = False, verify_hashes: bool = True, progress: bool | Non
                     hashed[key] = (-1, str(e), "")
                 report.bytes_hashed += max(hashed[key][0], 0)
             got = hashed[key]
-            bar.update(size or 0)
+            bar.update(size if isinstance(size, int) else 0)
             if got != (size, digest, hash_type):
                 found.kind = "mismatch"
                 found.detail = (

@@ -117,7 +117,24 @@ class Timestamp:
     __str__ = __repr__
 
 
-class UTCDateTimeField(pw.TextField):
+def _text(value: Any) -> Any:
+    """Bytes put in a text column by another program, shown escaped: never a decoding error."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="backslashreplace")
+    return value
+
+
+class TextField(pw.TextField):
+    def adapt(self, value: Any) -> Any:
+        return super().adapt(_text(value))
+
+
+class CharField(pw.CharField):
+    def adapt(self, value: Any) -> Any:
+        return super().adapt(_text(value))
+
+
+class UTCDateTimeField(TextField):
     """A timezone-aware datetime stored as ISO 8601 text."""
 
     def db_value(self, value: Any) -> Any:
@@ -126,7 +143,17 @@ class UTCDateTimeField(pw.TextField):
         return value
 
     def python_value(self, value: Any) -> Any:
-        return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+        try:
+            return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+        except ValueError:  # a registry edited by hand: shown as it is, never a crash
+            return value
+
+
+class NumberField(pw.IntegerField):
+    """An integer; a value that is not one (a registry edited by hand) is kept as it is."""
+
+    def python_value(self, value: Any) -> Any:
+        return value  # SQLite returns an INTEGER as an int already
 
 
 class Record(pw.Model):
@@ -161,33 +188,33 @@ class Record(pw.Model):
 
 
 class User(Record):
-    id = pw.CharField(primary_key=True, max_length=8)
-    handle = pw.CharField(unique=True)
-    name = pw.CharField(null=True)
+    id = CharField(primary_key=True, max_length=8)
+    handle = CharField(unique=True)
+    name = CharField(null=True)
     created_at = UTCDateTimeField(default=utcnow)
 
 
 class Storage(Record):
-    id = pw.CharField(primary_key=True, max_length=8)
-    root = pw.TextField()
-    type = pw.CharField(default="local")
+    id = CharField(primary_key=True, max_length=8)
+    root = TextField()
+    type = CharField(default="local")
     created_at = UTCDateTimeField(default=utcnow)
 
 
 class Transform(Record):
-    id = pw.CharField(primary_key=True, max_length=12)
-    version = pw.CharField(default="1")
-    name = pw.TextField()
-    title = pw.TextField(null=True)
-    type = pw.CharField()  # notebook, script or ipython
-    key = pw.TextField(null=True, index=True)  # the notebook's or script's absolute path
+    id = CharField(primary_key=True, max_length=12)
+    version = CharField(default="1")
+    name = TextField()
+    title = TextField(null=True)
+    type = CharField()  # notebook, script or ipython
+    key = TextField(null=True, index=True)  # the notebook's or script's absolute path
     created_by = pw.ForeignKeyField(User, column_name="created_by_id")
     created_at = UTCDateTimeField(default=utcnow)
 
 
 class Run(Record):
     n_outputs: int  # set by queries that count them
-    id = pw.CharField(primary_key=True, max_length=20)
+    id = CharField(primary_key=True, max_length=20)
     transform = pw.ForeignKeyField(Transform, column_name="transform_id", backref="runs")
     created_by = pw.ForeignKeyField(User, column_name="created_by_id")
     created_at = UTCDateTimeField(default=utcnow)
@@ -203,15 +230,15 @@ class File(Record):
     run_id: str | None  # peewee's column attribute for `run`
     _dirty: set[str]
 
-    id = pw.CharField(primary_key=True, max_length=20)
-    name = pw.TextField()
-    version = pw.IntegerField()
-    description = pw.TextField(null=True)
-    suffix = pw.CharField()
-    size = pw.IntegerField(null=True)
-    hash = pw.CharField(null=True, index=True)
-    hash_type = pw.CharField(null=True)
-    key = pw.TextField(null=True)  # the stored object's path relative to the storage root
+    id = CharField(primary_key=True, max_length=20)
+    name = TextField()
+    version = NumberField()
+    description = TextField(null=True)
+    suffix = CharField()
+    size = NumberField(null=True)
+    hash = CharField(null=True, index=True)
+    hash_type = CharField(null=True)
+    key = TextField(null=True)  # the stored object's path relative to the storage root
     run = pw.ForeignKeyField(Run, column_name="run_id", null=True, backref="outputs")
     storage = pw.ForeignKeyField(Storage, column_name="storage_id", null=True)
     created_by = pw.ForeignKeyField(User, column_name="created_by_id", null=True)
@@ -262,8 +289,8 @@ class RunInput(pw.Model):
 class Setting(pw.Model):
     """Per-instance settings, e.g. allow_pickle."""
 
-    key = pw.CharField(primary_key=True)
-    value = pw.TextField()
+    key = CharField(primary_key=True)
+    value = TextField()
 
     class Meta:
         database = db

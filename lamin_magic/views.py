@@ -40,6 +40,8 @@ def _short(text: str) -> str:
 def human_size(size: int | None) -> str:
     if size is None:
         return ""
+    if not isinstance(size, int) or size < 0:  # a registry edited by hand
+        return str(size)
     value = float(size)
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if value < 1000 or unit == "TB":

@@ -403,3 +403,77 @@ def test_every_public_function_works_as_the_first_call(tmp_path, call):
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root
     )
     assert out.returncode == 0 and out.stdout.endswith("ok\n"), out.stderr
+
+
+# --- hypothesis over hostile registry rows ---------------------------------------------------
+
+ANY_VALUE = st.one_of(
+    st.none(),
+    st.text(max_size=30),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=True),
+    st.binary(max_size=10),
+    st.sampled_from(["", "2026-13-45T99:00:00", "nan", "ABCDEFGHIJ0123456789.parquet", ".pkl"]),
+)
+
+
+@given(
+    row=st.fixed_dictionaries(
+        {
+            column: ANY_VALUE
+            for column in (
+                "version",
+                "description",
+                "suffix",
+                "size",
+                "hash",
+                "hash_type",
+                "key",
+                "run_id",
+                "created_at",
+            )
+        }
+    ),
+    name=st.one_of(st.text(min_size=1, max_size=20), st.just("iris")),
+)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_row_someone_put_in_the_registry_is_shown_safely_or_refused(
+    tmp_path_factory, row, name
+):
+    """Whatever a hostile or broken registry holds, reading it is a table of printable lines
+    or a one-line LaminMagicError: never another exception, never a raw control character."""
+    from lamin_magic import views
+    from lamin_magic.errors import LaminMagicError
+
+    root = tmp_path_factory.mktemp("hostile")
+    inst = lm.init(root)
+    lm.add(lm.File(frame(), name="iris"))
+    columns = ["id", "name", *row]
+    values = ["HHHHHHHHHHHHHHHHHHHH", name, *row.values()]
+    con = sqlite3.connect(inst.registry_path)
+    try:
+        with con:
+            con.execute(
+                f"INSERT INTO file ({', '.join(columns)}) VALUES ({', '.join('?' * len(values))})",
+                values,
+            )
+    except sqlite3.IntegrityError:  # NOT NULL or UNIQUE refused it: nothing to read
+        return
+    finally:
+        con.close()
+    instance.reset()
+    lm.init(root)
+    for read in (
+        lambda: str(views.list_files()),
+        lambda: str(views.show_file(name)) if "@" not in name else "",
+        lambda: str(views.list_runs()),
+        lambda: str(lm.load(name)) and "",
+        lambda: str(check()),
+        lambda: lm.select(lm.File, name=name).df().to_string() and "",
+    ):
+        try:
+            out = read()
+        except LaminMagicError as e:
+            out = str(e)
+            assert "\n" not in out
+        assert all(c.isprintable() or c == "\n" for c in out), out
