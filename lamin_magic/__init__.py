@@ -23,7 +23,7 @@ _LAZY = {
     "context": ("tracking", "context"),
     "add": ("files", "add"),
     "load": ("files", "load"),
-    "select": ("files", "select"),
+    "select": ("query", "select"),
     "File": ("registry", "File"),
     "Transform": ("registry", "Transform"),
     "Run": ("registry", "Run"),
@@ -56,9 +56,10 @@ __all__ = [
 
 if TYPE_CHECKING:
     from . import errors
-    from .files import add, load, select
+    from .files import add, load
     from .instance import init
     from .integrity import check
+    from .query import select
     from .registry import File, Run, Storage, Transform, User
     from .storage.formats import register_format
     from .tracking import context, track

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from . import __version__
 from .errors import LaminMagicError, frontend, printable
@@ -20,8 +21,16 @@ def page_number(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from e
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a malformed command line said in one line like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message} ({self.prog} --help)")
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="lamin-magic",
         description="Inspect and manage a lamin_magic instance (a folder with a SQLite registry).",
     )
@@ -94,11 +103,11 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "init":
         found = instance.init(args.path, allow_pickle=args.allow_pickle)
         pickled = "allowed" if instance.pickle_allowed() else "off"
-        print(f"instance {found.name} at {found.root} (pickle {pickled})")
+        print(printable(f"instance {found.name} at {found.root} (pickle {pickled})"))
         return 0
     # every other command works on an existing instance: a mistyped path creates nothing
-    if args.root:
-        instance.init(args.root, create=False)
+    if args.root is not None:
+        instance.init(args.root, create=False, how="from --root")
     else:
         instance.current(create=False)
     if args.command == "ls":

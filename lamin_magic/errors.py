@@ -44,7 +44,7 @@ class IntegrityError(LaminMagicError, RuntimeError):
     """Stored bytes are missing or do not match their recorded size and hash."""
 
 
-# what a message suggests, as (magic, command line, Python)
+# what a message suggests, as (magic, command line, Python); {} takes an argument
 COMMANDS = {
     "ls": ("%lamin ls", "lamin-magic ls", "lm.select(lm.File).df()"),
     "check": ("%lamin check", "lamin-magic check", "lm.check()"),
@@ -55,14 +55,23 @@ COMMANDS = {
         "lamin-magic init PATH --allow-pickle",
         "lm.init(PATH, allow_pickle=True)",
     ),
+    "restore": ("%lamin restore {}", "lamin-magic restore {}", "lm.restore({})"),
+    "trash": ("%lamin ls trash", "lamin-magic ls --trash", "lm.select(lm.File, trashed=True)"),
+    "gc": ("lamin-magic gc (in a shell)", "lamin-magic gc", "lm.gc()"),
 }
 FRONTENDS = ("magic", "cli", "api")
 _frontend: ContextVar[str] = ContextVar("lamin_magic_frontend", default="api")
 
 
-def command(what: str) -> str:
-    """How the one asking runs `what` (a key of COMMANDS)."""
-    return COMMANDS[what][FRONTENDS.index(_frontend.get())]
+def command(what: str, arg: str | None = None) -> str:
+    """How the one asking runs `what` (a key of COMMANDS), with `arg` where it takes one."""
+    where = _frontend.get()
+    template = COMMANDS[what][FRONTENDS.index(where)]
+    if arg is None:
+        return template
+    import shlex
+
+    return template.format(repr(arg) if where == "api" else shlex.quote(arg))
 
 
 @contextmanager

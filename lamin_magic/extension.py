@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import tracking
+from .errors import printable
 
 FIX = "%lamin track path/to/notebook.ipynb, or set LAMIN_MAGIC_NOTEBOOK before the kernel starts"
 
@@ -122,8 +123,8 @@ def summary(run: Any) -> str:
         what = f"{t.type} {t.name!r}"
     user = instance.current_user_handle()
     return (
-        f"lamin_magic: instance {current.root} ({current.how}), user {user}\n"
-        f"lamin_magic: tracking {what}, run {run.id}"
+        f"lamin_magic: instance {printable(str(current.root))} ({current.how}), "
+        f"user {printable(user)}\nlamin_magic: tracking {printable(what)}, run {run.id}"
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from .errors import (
     IntegrityError,
     InvalidArgumentError,
     LaminMagicError,
-    MultipleResultsError,
     NotFoundError,
     command,
 )
@@ -106,12 +104,25 @@ def stored_path(file: reg.File) -> Path:
 
 
 def _versions(name: str) -> Any:
-    """The records of `name` with a number for a version (a row edited by hand may not)."""
+    """Every record of `name` with a number for a version (a row edited by hand may not),
+    in the trash or not."""
     return reg.File.select().where(reg.File.name == name, fn.typeof(reg.File.version) == "integer")
 
 
+def live(query: Any) -> Any:
+    """Only the records not in the trash."""
+    return query.where(reg.File.trashed_at.is_null())
+
+
 def _latest(name: str) -> reg.File | None:
-    return _versions(name).order_by(reg.File.version.desc()).first()
+    """The latest version of `name` not in the trash."""
+    return live(_versions(name)).order_by(reg.File.version.desc()).first()
+
+
+def _next_version(name: str) -> int:
+    """One past every version `name` ever had: trashed and collected ones keep their numbers."""
+    top = _versions(name).select(fn.MAX(reg.File.version)).scalar()
+    return int(top) + 1 if top is not None else 1
 
 
 def _twins(written: Any, suffix: str) -> list[reg.File]:
@@ -122,6 +133,7 @@ def _twins(written: Any, suffix: str) -> list[reg.File]:
             reg.File.hash_type == written.hash_type,
             reg.File.size == written.size,
             reg.File.suffix == suffix,
+            reg.File.purged_at.is_null(),
         )
     )
 
@@ -142,7 +154,7 @@ class StoredBytes:
         return self.states[key]
 
     def _check(self, file: reg.File) -> str:
-        from .storage.hashing import hash_path
+        from .storage.hashing import hash_path, mismatch
 
         try:
             path = object_path(self.root, file.key, label(file))
@@ -154,7 +166,7 @@ class StoredBytes:
             found = hash_path(path)
         except (IntegrityError, OSError):
             return "damaged"
-        return "ok" if found == (file.size, file.hash, file.hash_type) else "damaged"
+        return "damaged" if mismatch((file.size, file.hash, file.hash_type), found) else "ok"
 
     def first_intact(self, files: list[reg.File]) -> reg.File | None:
         return next((f for f in files if self.state(f) == "ok"), None)
@@ -268,7 +280,8 @@ def _commit(
             trust.states[str(latest.key)] = "ok"
             return Saved(latest, "unchanged", "its missing bytes were restored")
         note = f"the bytes of {label(latest)} are damaged ({command('check')} lists them)"
-    status = "new" if latest is None else "new version"
+    version = _next_version(file.name)
+    status = "new" if version == 1 else "new version"
     file_id = new_id("file")
     twin = trust.first_intact(_twins(written, file.suffix))
     if twin is not None:
@@ -282,7 +295,7 @@ def _commit(
     stored = reg.File.create(
         id=file_id,
         name=file.name,
-        version=latest.version + 1 if latest is not None else 1,
+        version=version,
         description=file.description,
         suffix=file.suffix,
         size=written.size,
@@ -297,25 +310,41 @@ def _commit(
     return Saved(stored, status, note)
 
 
-def get_file(name: str, version: int | None = None) -> reg.File:
-    """The latest version of `name`, or the given one, with a hint when there is none."""
+def get_file(name: str, version: int | None = None, include_trash: bool = False) -> reg.File:
+    """The latest version of `name` not in the trash, or the given one, with a hint when
+    there is none. `include_trash` returns trashed records too (show, restore)."""
     inst.current()
     query = _versions(name)
     if version is not None:
         found = query.where(reg.File.version == version).first()
     else:
-        found = query.order_by(reg.File.version.desc()).first()
+        found = live(query).order_by(reg.File.version.desc()).first()
+        if found is None and include_trash:
+            found = query.order_by(reg.File.version.desc()).first()
     if found is not None:
-        return found
-    versions = [f.version for f in query.select(reg.File.version).order_by(reg.File.version)]
+        if found.trashed_at is None or include_trash:
+            return found
+        raise NotFoundError(in_trash(found, f"{name}@{found.version}"))
+    versions = [f.version for f in live(query.select(reg.File.version)).order_by(reg.File.version)]
     if versions:
         raise NotFoundError(
             f"{name!r} has no version {version}; it has versions {', '.join(map(str, versions))}"
         )
-    names = [f.name for f in reg.File.select(reg.File.name).distinct()]
+    if query.exists():
+        raise NotFoundError(
+            f"every version of {name!r} is in the trash; {command('restore', name)} brings "
+            "them back"
+        )
+    names = [f.name for f in live(reg.File.select(reg.File.name)).distinct()]
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"{command('ls')} lists what is stored"
     raise NotFoundError(f"no file named {name!r}; {hint}")
+
+
+def in_trash(file: reg.File, spec: str) -> str:
+    if file.purged_at is not None:
+        return f"{spec} was deleted for good by gc; its number is not given again"
+    return f"{spec} is in the trash; {command('restore', spec)} brings it back"
 
 
 def record_input(file: reg.File) -> None:
@@ -337,13 +366,13 @@ def existing_path(file: reg.File) -> Path:
 
 def verify_file(file: reg.File) -> None:
     """Raise IntegrityError unless the stored bytes have the recorded size and hash."""
-    from .storage.hashing import hash_path
+    from .storage.hashing import hash_path, mismatch
 
-    size, digest, hash_type = hash_path(existing_path(file))
-    if (size, digest, hash_type) != (file.size, file.hash, file.hash_type):
+    differs = mismatch((file.size, file.hash, file.hash_type), hash_path(existing_path(file)))
+    if differs:
         raise IntegrityError(
-            f"the bytes of {label(file)} do not match their record (hash {digest} != "
-            f"{file.hash}); they were changed on disk: {command('check')} lists what else was"
+            f"the bytes of {label(file)} do not match their record ({differs}): the bytes or "
+            f"the record were changed; {command('check')} lists what else was"
         )
 
 
@@ -382,74 +411,3 @@ def load(spec: str, verify: bool = True, allow_pickle: bool = False) -> Any:
     """Load 'NAME' (the latest version) or 'NAME@VERSION'; see `load_file`."""
     name, version = parse_name_version(spec)
     return load_file(get_file(name, version), verify=verify, allow_pickle=allow_pickle)
-
-
-PUBLIC_MODELS = (reg.File, reg.Transform, reg.Run, reg.Storage, reg.User)
-
-
-class Selection:
-    """The records that match: `.one()`, `.first()`, `.all()`, `.df()`, or iterate."""
-
-    def __init__(self, model: type[reg.Record], query: Any, filters: dict[str, Any]):
-        self.model, self.query, self.filters = model, query, filters
-
-    def _what(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.filters.items())
-        return f"{self.model.__name__}({args})"
-
-    def one(self) -> Any:
-        found = list(self.query.limit(2))
-        if not found:
-            raise NotFoundError(f"no {self._what()} is registered")
-        if len(found) > 1:
-            raise MultipleResultsError(
-                f"more than one {self._what()}; use .first() for the newest or .all()"
-            )
-        return found[0]
-
-    def first(self) -> Any:
-        return self.query.first()
-
-    def all(self) -> list[Any]:
-        return list(self.query)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.query)
-
-    def __len__(self) -> int:
-        return int(self.query.count())
-
-    def df(self) -> Any:
-        import pandas as pd
-
-        columns = [f.column_name for f in self.model._meta.sorted_fields]
-        rows = list(self.query.tuples())
-        frame = pd.DataFrame(rows, columns=columns)
-        return frame.set_index("id") if "id" in columns else frame
-
-    def __repr__(self) -> str:
-        return f"<Selection of {self._what()}: {len(self)} records>"
-
-
-def select(model: type[reg.Record], **filters: Any) -> Selection:
-    """Records of `model` whose fields equal the given values, newest first."""
-    if model not in PUBLIC_MODELS:
-        names = ", ".join(f"lm.{m.__name__}" for m in PUBLIC_MODELS)
-        raise InvalidArgumentError(f"select takes one of {names}, not {model!r}")
-    inst.current()
-    columns = {f.column_name: f for f in model._meta.sorted_fields}
-    query = model.select()
-    for key, value in filters.items():
-        field = model._meta.fields.get(key) or columns.get(key)
-        if field is None:
-            raise InvalidArgumentError(
-                f"{model.__name__} has no field {key!r}; it has {', '.join(columns)}"
-            )
-        if isinstance(value, reg.Record):
-            value = value.get_id()
-        query = query.where(field == value)
-    if model is reg.File:
-        query = query.order_by(reg.File.name, reg.File.version.desc())
-    else:
-        query = query.order_by(model.created_at.desc())
-    return Selection(model, query, filters)

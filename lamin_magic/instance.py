@@ -30,8 +30,21 @@ class Instance:
     root: Path
     registry_path: Path
     storage_id: str
-    user_id: str
     how: str  # why this instance was chosen, for the message printed on load
+    _user_id: str | None = None
+
+    @property
+    def user_id(self) -> str:
+        """The current user's record, created on the first write that needs it: a colleague
+        reading a shared instance for the first time takes no write lock."""
+        if self._user_id is None:
+            handle = current_user_handle()
+            user = reg.User.get_or_none(reg.User.handle == handle)
+            if user is None:
+                with reg.db.atomic():
+                    user = reg.User.get_or_none(reg.User.handle == handle) or reg.new_user(handle)
+            self._user_id = user.id
+        return self._user_id
 
     @property
     def name(self) -> str:
@@ -167,32 +180,32 @@ def open_instance(root: Path, how: str, create: bool = True) -> Instance:
     registry_path = registry_path or root / f"{root.name or 'lamin'}{REGISTRY_SUFFIX}"
     refuse_links(registry_path)
     reg.open_registry(registry_path)
-    storage_id, user_id = _storage_and_user(root)
-    return Instance(root, registry_path, storage_id, user_id, how)
+    user = reg.User.get_or_none(reg.User.handle == current_user_handle())
+    return Instance(root, registry_path, _storage_id(root), how, user.id if user else None)
 
 
-def _storage_and_user(root: Path) -> tuple[str, str]:
-    """The instance's storage record and the current user's, created under the write lock
-    only when missing: opening an instance in use never waits on a writer."""
-    handle = current_user_handle()
+def _storage_id(root: Path) -> str:
+    """The instance's storage record, created with the instance (under the write lock, so
+    opening an instance in use never waits on a writer)."""
 
-    def find() -> tuple[reg.Storage | None, reg.User | None]:
-        storage = reg.Storage.select().order_by(reg.Storage.created_at).first()
-        return storage, reg.User.get_or_none(reg.User.handle == handle)
+    def first() -> reg.Storage | None:
+        return reg.Storage.select().order_by(reg.Storage.created_at).first()
 
-    storage, user = find()
-    if storage is None or user is None:
+    storage = first()
+    if storage is None:
         with reg.db.atomic():
-            storage, user = find()
-            if storage is None:
-                storage = reg.Storage.create(id=new_id("storage"), root=str(root), type="local")
-            if user is None:
-                user = reg.new_user(handle)
-    return storage.id, user.id
+            storage = first() or reg.Storage.create(
+                id=new_id("storage"), root=str(root), type="local"
+            )
+    return str(storage.id)
 
 
 def init(
-    path: str | os.PathLike[str], *, allow_pickle: bool | None = None, create: bool = True
+    path: str | os.PathLike[str],
+    *,
+    allow_pickle: bool | None = None,
+    create: bool = True,
+    how: str = "chosen with init",
 ) -> Instance:
     """Use (or create) the instance at `path` for the rest of this process.
 
@@ -202,9 +215,9 @@ def init(
     trust back; None leaves it as it is. `create=False` opens only an existing instance.
     """
     global _explicit_root, _current
-    if not str(path).strip():
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
         raise InstanceError("init needs a folder path, e.g. lm.init('./mydata')")
-    instance = open_instance(Path(path), "chosen with init", create=create)
+    instance = open_instance(Path(path), how, create=create)
     _explicit_root, _current = instance.root, instance
     if allow_pickle is not None:
         set_pickle_trust(instance, allow_pickle)
@@ -250,11 +263,16 @@ def current(create: bool = True) -> Instance:
     global _current
     chosen = _chosen_root()
     if chosen is None:
-        if _current is not None:
+        if _current is not None and reg.db.database == str(_current.registry_path):
             return _current
         chosen = resolve_root()
     root, how = chosen
-    if _current is None or _current.root != root.expanduser().absolute():
+    if (
+        _current is None
+        or _current.root != root.expanduser().absolute()
+        or reg.db.database != str(_current.registry_path)  # a failed init unbound it
+    ):
+        _current = None
         _current = open_instance(root, how, create=create)
     return _current
 

@@ -95,20 +95,25 @@ def check(repair: bool = False, verify_hashes: bool = True, progress: bool | Non
 
     `progress=None` shows a bar on a terminal or in Jupyter when there is much to hash.
     """
-    from .storage.hashing import hash_path
-    from .storage.objects import remove_path
+    from .storage.hashing import hash_path, mismatch
 
     instance = inst.current()
     root = instance.root
     report = Report(str(root))
     columns = "id, name, version, key, size, hash, hash_type"
-    records: list[Any] = reg.db.execute_sql(f"SELECT {columns} FROM file").fetchall()
+    # a tombstone (gc removed its bytes, the record stays for lineage) has no bytes to check
+    records: list[Any] = reg.db.execute_sql(
+        f"SELECT {columns} FROM file WHERE purged_at IS NULL"
+    ).fetchall()
     report.records = len(records)
     total = sum(r[4] for r in records if isinstance(r[4], int)) if verify_hashes else 0
     show = progress if progress is not None else (None if total > 256 * 2**20 else False)
-    hashed: dict[str, tuple[int, str, str]] = {}  # a key shared by several records: hash once
+    hashed: dict[
+        str, tuple[int, str, str] | IntegrityError
+    ] = {}  # a key shared by several records: hash once
     with _progress(total, show) as bar:
         for file_id, name, version, key, size, digest, hash_type in records:
+            recorded = (size, digest, hash_type)
             found = Problem("missing", str(key), "", file_id, name, version)
             try:
                 path = object_path(root, key, f"{name}@{version}")
@@ -125,30 +130,41 @@ def check(repair: bool = False, verify_hashes: bool = True, progress: bool | Non
                 continue
             if key not in hashed:
                 try:
-                    hashed[key] = hash_path(path)
-                except IntegrityError as e:  # a link inside a stored folder
-                    hashed[key] = (-1, str(e), "")
-                report.bytes_hashed += max(hashed[key][0], 0)
-            got = hashed[key]
+                    hashed[key] = digested = hash_path(path)
+                    report.bytes_hashed += digested[0]
+                except IntegrityError as e:  # a link or a pipe inside a stored folder
+                    hashed[key] = e
             bar.update(size if isinstance(size, int) else 0)
-            if got != (size, digest, hash_type):
-                found.kind = "mismatch"
-                found.detail = (
-                    f"recorded size {size} hash {digest}, found size {got[0]} hash {got[1]}"
-                )
+            got = hashed[key]
+            differs = str(got) if isinstance(got, Exception) else mismatch(recorded, got)
+            if differs:
+                found.kind, found.detail = "mismatch", differs
                 report.problems.append(found)
-    # Under the registry's write lock no save is between its rename and its commit, so what
-    # no record points at now is a true orphan; the keys are read again under the lock.
+    report.objects, problems = scan_folder(instance, repair)
+    report.problems += problems
+    return report
+
+
+def scan_folder(instance: inst.Instance, repair: bool) -> tuple[int, list[Problem]]:
+    """What the folder holds that no record uses; with `repair`, orphans and temporaries
+    removed. Under the registry's write lock no save is between its rename and its commit,
+    so what no record points at then is a true orphan; the keys are read under the lock."""
+    from .storage.objects import remove_path
+
     with reg.db.atomic():
-        rows = reg.db.execute_sql("SELECT DISTINCT key FROM file WHERE key IS NOT NULL")
+        # a record's own name counts too: bytes whose record's key was edited are not orphans
+        rows = reg.db.execute_sql(
+            "SELECT key FROM file WHERE key IS NOT NULL AND purged_at IS NULL"
+            " UNION SELECT id || suffix FROM file WHERE purged_at IS NULL"
+        )
         keys = {key for (key,) in rows.fetchall()}
-        _scan_folder(instance, keys, report)
+        objects, problems = _scan_folder(instance, keys)
         if repair:
-            for problem in report.problems:
+            for problem in problems:
                 if problem.kind in ("orphan", "temporary"):
                     remove_path(Path(problem.path))
                     problem.repaired = True
-    return report
+    return objects, problems
 
 
 def writer_alive(temp: Path) -> bool:
@@ -167,39 +183,42 @@ def writer_alive(temp: Path) -> bool:
     return True
 
 
-def _scan_folder(instance: inst.Instance, keys: set[str], report: Report) -> None:
-    """What the instance folder and its temporaries hold that no record accounts for.
-
-    Only names lamin_magic gives are orphans or temporaries (removable); anything else, and
-    every symbolic link, is a stranger: listed, never followed, never removed.
+def _scan_folder(instance: inst.Instance, keys: set[str]) -> tuple[int, list[Problem]]:
+    """(stored objects, problems): what the instance folder and its temporaries hold that no
+    record accounts for. Only names lamin_magic gives are orphans or temporaries (removable);
+    anything else, and every symbolic link, is a stranger: listed, never followed, never
+    removed.
     """
     root = instance.root
     registry_names = {instance.registry_path.name}
     registry_names |= {instance.registry_path.name + s for s in ("-wal", "-shm", "-journal")}
     temp_dir = instance.temp_dir
+    problems: list[Problem] = []
+    objects = 0
     for entry in sorted(root.iterdir()):
         if entry.name in registry_names:
             continue
         if entry.name == TEMP_DIR_NAME and entry.is_dir() and not entry.is_symlink():
             continue
-        report.objects += 1
+        objects += 1
         if entry.name in keys and not entry.is_symlink():
             continue
         if is_stored_name(entry.name) and not entry.is_symlink():
-            report.problems.append(
+            problems.append(
                 Problem("orphan", str(entry), "no record points at it; an interrupted save")
             )
         else:
-            report.problems.append(Problem("stranger", str(entry), _stranger(entry)))
+            problems.append(Problem("stranger", str(entry), _stranger(entry)))
     if not temp_dir.is_dir() or temp_dir.is_symlink():
-        return
+        return objects, problems
     for entry in sorted(temp_dir.iterdir()):
         if not is_temp_name(entry.name) or entry.is_symlink():
-            report.problems.append(Problem("stranger", str(entry), _stranger(entry)))
+            problems.append(Problem("stranger", str(entry), _stranger(entry)))
         elif writer_alive(entry):
-            report.problems.append(Problem("writing", str(entry), "a save in progress"))
+            problems.append(Problem("writing", str(entry), "a save in progress"))
         else:
-            report.problems.append(Problem("temporary", str(entry), "an interrupted save"))
+            problems.append(Problem("temporary", str(entry), "an interrupted save"))
+    return objects, problems
 
 
 def _stranger(entry: Path) -> str:

@@ -142,6 +142,15 @@ class LaminMagics(Magics):
         Pickle (for objects no format stores) only in instances you trust: run
         `lamin-magic init PATH --allow-pickle` in a shell; the registry cannot grant it.
         """
+        try:
+            return self._run(line, cell)
+        except UsageError as e:  # every message one safe line, whatever the user typed
+            text = str(e)
+            if text.isprintable():
+                raise
+            raise UsageError(printable(text)) from e
+
+    def _run(self, line: str, cell: str | None) -> Any:
         sub, _, rest = line.strip().partition(" ")
         if not sub:
             raise UsageError("%lamin needs a subcommand: " + ", ".join(SUBCOMMANDS) + " (%lamin?)")
@@ -158,10 +167,9 @@ class LaminMagics(Magics):
                     return self.save_cell(words, options, cell)
                 return getattr(self, f"do_{sub}")(words, options)
         except LaminMagicError as e:
-            raise UsageError(printable(str(e))) from e
+            raise UsageError(str(e)) from e
         except OSError as e:
-            where = e.filename or "no file"
-            raise UsageError(printable(f"%lamin {sub}: {e.strerror or e} ({where})")) from e
+            raise UsageError(f"%lamin {sub}: {e.strerror or e} ({e.filename or 'no file'})") from e
 
     # --- subcommands -------------------------------------------------------------------
 
@@ -180,6 +188,9 @@ class LaminMagics(Magics):
             raise UsageError("%lamin save needs a variable: %lamin save df name=iris")
         if len(words) > 1 and "name" in options:
             raise UsageError("name= works with one variable; save the others one by one")
+        twice = next((w for i, w in enumerate(words) if w in words[:i]), None)
+        if twice is not None:
+            raise UsageError(f"{twice!r} is named twice; name each variable once")
         # every variable is checked and written before any record is: all or nothing
         prepared = []
         for var in words:
@@ -275,6 +286,8 @@ class LaminMagics(Magics):
     def do_track(self, words: list[str], options: dict[str, str]) -> None:
         if len(words) > 1:
             raise UsageError("write %lamin track [PATH] [title=TEXT]; quote a path with spaces")
+        if "title" in options and not options["title"].strip():
+            raise UsageError("title= is empty; write title='My analysis', or leave it out")
         run = tracking.track(words[0] if words else None, options.get("title"), new_run=True)
         if self.extension is not None:
             self.extension.explicit = bool(words)

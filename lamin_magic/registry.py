@@ -19,7 +19,7 @@ import peewee as pw
 from .errors import InstanceError, InvalidArgumentError, RegistryBusyError, printable
 from .ids import new_id
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 BUSY_TIMEOUT_MS = 10_000  # concurrent writers wait this long instead of failing
 PRAGMAS: dict[str, object] = {
@@ -38,6 +38,11 @@ class RegistryDatabase(pw.SqliteDatabase):
 
     # set by instance.py: opens the instance chosen by the resolution order
     on_demand: Callable[[], Any] | None = None
+
+    def _connect(self) -> Any:
+        connection = super()._connect()  # type: ignore[misc]
+        connection.text_factory = decode_text
+        return connection
 
     def cursor(self, named_cursor: Any = None) -> Any:
         if self.deferred and self.on_demand is not None:
@@ -59,6 +64,14 @@ class RegistryDatabase(pw.SqliteDatabase):
             super().begin(lock_type)
         except (pw.OperationalError, pw.DatabaseError) as e:
             raise registry_error(e, self.database) from e
+
+
+def decode_text(raw: bytes) -> str:
+    """TEXT as str; text that is not UTF-8 (put there by another program) shown escaped."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", errors="backslashreplace")
 
 
 def registry_error(error: Exception, path: Any) -> Exception:
@@ -181,7 +194,7 @@ class Record(pw.Model):
     def _repr_html_(self) -> str:
         rows = "".join(
             f"<tr><th style='text-align:left'>{html.escape(name)}</th>"
-            f"<td style='text-align:left'>{html.escape(str(value))}</td></tr>"
+            f"<td style='text-align:left'>{html.escape(printable(str(value)))}</td></tr>"
             for name, value in self._shown_fields()
         )
         return f"<b>{type(self).__name__}</b><table>{rows}</table>"
@@ -243,6 +256,8 @@ class File(Record):
     storage = pw.ForeignKeyField(Storage, column_name="storage_id", null=True)
     created_by = pw.ForeignKeyField(User, column_name="created_by_id", null=True)
     created_at = UTCDateTimeField(default=utcnow)
+    trashed_at = UTCDateTimeField(null=True)  # in the trash since; hidden from ls, load, select
+    purged_at = UTCDateTimeField(null=True)  # gc removed its bytes; the record stays a tombstone
 
     class Meta:
         table_name = "file"
@@ -308,8 +323,22 @@ def _add_settings(database: pw.SqliteDatabase) -> None:
     database.create_tables([Setting])
 
 
+def _add_trash(database: pw.SqliteDatabase) -> None:
+    database.execute_sql("ALTER TABLE file ADD COLUMN trashed_at TEXT")
+    database.execute_sql("ALTER TABLE file ADD COLUMN purged_at TEXT")
+    _trash_index(database)
+
+
+def _trash_index(database: pw.SqliteDatabase) -> None:
+    """gc and `ls trash` find the trash without reading every record."""
+    database.execute_sql(
+        "CREATE INDEX IF NOT EXISTS file_trashed_at ON file (trashed_at) "
+        "WHERE trashed_at IS NOT NULL"
+    )
+
+
 # Upgrades from schema version N to N + 1, run in order in one transaction.
-UPGRADES: dict[int, Callable[[pw.SqliteDatabase], None]] = {1: _add_settings}
+UPGRADES: dict[int, Callable[[pw.SqliteDatabase], None]] = {1: _add_settings, 2: _add_trash}
 
 
 def get_setting(key: str, default: str | None = None) -> str | None:
@@ -375,6 +404,11 @@ def open_registry(path: Path) -> None:
         if _schema_version() != SCHEMA_VERSION:
             with db.atomic():  # another process may be creating it: read again under the lock
                 version = _schema_version()
+                if version < 0:
+                    raise InstanceError(
+                        f"the registry {path} has schema version {version}, which no "
+                        "lamin_magic ever wrote; it was edited by hand or by another program"
+                    )
                 if version > SCHEMA_VERSION:
                     raise InstanceError(
                         f"the registry {path} has schema version {version}, newer than this "
@@ -383,6 +417,7 @@ def open_registry(path: Path) -> None:
                     )
                 if version == 0:
                     db.create_tables(MODELS)
+                    _trash_index(db)
                 for step in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
                     UPGRADES[step](db)
                 if version != SCHEMA_VERSION:

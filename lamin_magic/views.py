@@ -83,8 +83,8 @@ class Table:
             + "</tr>"
             for row in self.rows
         )
-        title = f"<b>{html.escape(self.title)}</b>" if self.title else ""
-        foot = f"<p>{html.escape(self.footer)}</p>" if self.footer else ""
+        title = f"<b>{html.escape(printable(self.title))}</b>" if self.title else ""
+        foot = f"<p>{html.escape(printable(self.footer))}</p>" if self.footer else ""
         return f"{title}<table><tr>{head}</tr>{body}</table>{foot}"
 
     def __repr__(self) -> str:
@@ -106,29 +106,96 @@ class Sections:
         return "".join(p._repr_html_() for p in self.parts)
 
 
-def list_files(pattern: str | None = None, page: int = 1, page_size: int = PAGE_SIZE) -> Table:
-    """The latest version of each stored name (matching a glob `pattern`), a page at a time."""
-    inst.current()
+LS_FILTERS = {
+    "notebook": "made by a notebook or script of this name (file stem)",
+    "run": "made by this run (its id)",
+    "type": "of this suffix: parquet, h5ad, zarr, ...",
+    "larger": "of at least this size: 10MB, 1.5GB, 500",
+    "smaller": "of less than this size",
+    "since": "saved on or after this date or time: 2026-11-01, 2026-11-01T14:30",
+    "until": "saved before this date or time",
+}
+SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+
+
+def parse_size(text: str, option: str) -> int:
+    import re
+
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?B?)", text.strip(), re.IGNORECASE)
+    if match is None or match.group(2).upper() not in SIZE_UNITS:
+        raise files.InvalidArgumentError(f"{option}={text} is not a size; write e.g. 10MB, 1.5GB")
+    return int(float(match.group(1)) * SIZE_UNITS[match.group(2).upper()])
+
+
+def file_conditions(filters: dict[str, str]) -> tuple[str, list[Any]]:
+    """SQL on `file` (unqualified columns) for `ls` filters, and its parameters."""
+    from .query import as_utc
+
+    sql, params = "", list[Any]()
+    for option, text in filters.items():
+        if option == "notebook":
+            sql += (
+                " AND run_id IN (SELECT r.id FROM run r JOIN transform t ON t.id = r.transform_id"
+                " WHERE t.name = ?)"
+            )
+            params.append(text)
+        elif option == "run":
+            sql += " AND run_id = ?"
+            params.append(text)
+        elif option == "type":
+            sql += " AND suffix = ?"
+            params.append("." + text.removeprefix("."))
+        elif option in ("larger", "smaller"):
+            sql += " AND size >= ?" if option == "larger" else " AND size < ?"
+            params.append(parse_size(text, option))
+        elif option in ("since", "until"):
+            sql += " AND created_at >= ?" if option == "since" else " AND created_at < ?"
+            params.append(as_utc(text, option).isoformat())
+        else:
+            known = ", ".join(f"{k}=" for k in LS_FILTERS)
+            raise files.InvalidArgumentError(f"ls has no filter {option}=; its filters: {known}")
+    return sql, params
+
+
+def check_page(page: int, page_size: int) -> int:
     if page < 1:
         raise files.InvalidArgumentError(f"page {page} does not exist; pages start at 1")
     if page > files.MAX_NUMBER // page_size:
         raise files.InvalidArgumentError(f"page {page} is past the last page; try page 1")
+    return page_size * (page - 1)
+
+
+def list_files(
+    pattern: str | None = None,
+    page: int = 1,
+    page_size: int = PAGE_SIZE,
+    trash: bool = False,
+    **filters: str,
+) -> Table:
+    """The latest version of each stored name (matching a glob `pattern` and the `ls`
+    filters), a page at a time; with `trash`, every version in the trash instead."""
+    inst.current()
+    first = check_page(page, page_size)
+    if trash:
+        return list_trash(pattern, page, page_size, first)
+    where, values = file_conditions(filters)
+    if pattern:
+        where += " AND name GLOB ?"
+        values.append(pattern)
+    where += " AND trashed_at IS NULL"
     # Hop from name to name along the (name, version) index: each hop is one index seek, so a
     # page costs its offset in seeks, not a scan of every version of every name.
-    match = " AND name GLOB ?" if pattern else ""
-    first = page_size * (page - 1)
     sql = (
         "WITH RECURSIVE names(n, k) AS ("
-        f" SELECT (SELECT MIN(name) FROM file WHERE 1{match}), 1"
-        f" UNION ALL SELECT (SELECT MIN(name) FROM file WHERE name > n{match}), k + 1"
+        f" SELECT (SELECT MIN(name) FROM file WHERE 1{where}), 1"
+        f" UNION ALL SELECT (SELECT MIN(name) FROM file WHERE name > n{where}), k + 1"
         " FROM names WHERE n IS NOT NULL AND k <= ?)"
         " SELECT f.name, f.version, f.suffix, f.size, f.created_at, f.id, f.description"
         " FROM names JOIN file f ON f.name = names.n"
-        " AND f.version = (SELECT MAX(version) FROM file WHERE name = names.n)"
+        f" AND f.version = (SELECT MAX(version) FROM file WHERE name = names.n{where})"
         " WHERE names.k > ? ORDER BY names.k"
     )
-    params: list[Any] = [pattern] * 2 if pattern else []
-    params += [first + page_size, first]
+    params = [*values, *values, first + page_size, *values, first]
     rows = [list(r) for r in reg.db.execute_sql(sql, params).fetchall()]
     more = len(rows) > page_size
     rows = rows[:page_size]
@@ -136,20 +203,49 @@ def list_files(pattern: str | None = None, page: int = 1, page_size: int = PAGE_
         row[3] = human_size(row[3])
         row[4] = reg.UTCDateTimeField().python_value(row[4])
     footer = f"more on page {page + 1}" if more else ""
-    title = f"files matching {pattern!r}" if pattern else "files"
+    shown = [f"matching {pattern!r}"] if pattern else []
+    shown += [f"{k}={v}" for k, v in filters.items()]
+    title = "files" + (" " + ", ".join(shown) if shown else "")
     if page > 1:
         title += f", page {page}"
     columns = ["name", "version", "suffix", "size", "created_at", "id", "description"]
     return Table(title, columns, rows, footer)
 
 
+def list_trash(pattern: str | None, page: int, page_size: int, first: int) -> Table:
+    """Every version in the trash (gc has not removed it yet), most recently trashed first."""
+    match = " AND name GLOB ?" if pattern else ""
+    sql = (
+        "SELECT name, version, suffix, size, trashed_at, id FROM file"
+        f" WHERE trashed_at IS NOT NULL AND purged_at IS NULL{match}"
+        " ORDER BY trashed_at DESC, name, version LIMIT ? OFFSET ?"
+    )
+    params: list[Any] = [pattern] if pattern else []
+    rows = [list(r) for r in reg.db.execute_sql(sql, [*params, page_size + 1, first])]
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    for row in rows:
+        row[3] = human_size(row[3])
+        row[4] = reg.UTCDateTimeField().python_value(row[4])
+    footer = f"more on page {page + 1}" if more else ""
+    title = "trash" + (f" matching {pattern!r}" if pattern else "")
+    if page > 1:
+        title += f", page {page}"
+    return Table(title, ["name", "version", "suffix", "size", "trashed_at", "id"], rows, footer)
+
+
 def show_file(spec: str) -> Sections:
     """One file: its record, the run and transform that made it, its versions, its readers."""
     name, version = files.parse_name_version(spec)
     inst.current()
-    file = files.get_file(name, version)
+    file = files.get_file(name, version, include_trash=True)
+    state = ""
+    if file.purged_at is not None:
+        state = " (deleted for good by gc: a tombstone, its bytes are gone)"
+    elif file.trashed_at is not None:
+        state = " (in the trash)"
     record = Table(
-        f"{file.name}@{file.version}",
+        f"{file.name}@{file.version}{state}",
         ["field", "value"],
         [[k, v] for k, v in file._shown_fields()],
     )
@@ -164,9 +260,9 @@ def show_file(spec: str) -> Sections:
         ["version", "id", "size", "hash", "created_at"],
         [
             [f.version, f.id, human_size(f.size), f.hash, f.created_at]
-            for f in reg.File.select()
-            .where(reg.File.name == file.name)
-            .order_by(reg.File.version.desc())
+            for f in files.live(reg.File.select().where(reg.File.name == file.name)).order_by(
+                reg.File.version.desc()
+            )
         ],
     )
     readers = Table(
@@ -204,13 +300,14 @@ def list_runs(limit: int = PAGE_SIZE) -> Table:
 
 def info() -> Table:
     instance = inst.current()
-    user = reg.User.get_by_id(instance.user_id)
+    handle = inst.current_user_handle()
+    user = reg.User.get_or_none(reg.User.handle == handle)
     t, run = tracking.context.transform, tracking.context.run
     rows: list[list[Any]] = [
         ["instance", str(instance.root)],
         ["chosen", instance.how],
         ["registry", str(instance.registry_path)],
-        ["user", f"{user.handle} ({user.id})"],
+        ["user", f"{handle} ({user.id})" if user else f"{handle} (no record yet)"],
         ["transform", f"{t.name} ({t.type}, {t.id})" if t is not None else "not tracked"],
         ["title", t.title if t is not None else None],
         ["run", run.id if run is not None else "not tracked"],

@@ -133,10 +133,11 @@ def test_a_key_is_a_plain_name_inside_the_storage_root(tmp_path, outside, key):
     with pytest.raises(IntegrityError, match=r"cannot be used: it(s key| has no key)") as raised:
         lm.load("iris")
     assert "\n" not in str(raised.value)
-    report = check()
-    assert [p.kind for p in report.problems] == ["unsafe", "orphan"] and not report.ok
+    report = check(repair=True)
+    assert [p.kind for p in report.problems] == ["unsafe"] and not report.ok
     assert report.bytes_hashed == 0  # nothing outside was read
-    check(repair=True)  # the orphan is the real object: removed, the record kept
+    # the real bytes, named after their record, are no orphan: repair leaves them
+    assert (inst.root / f"{stored.id}.parquet").exists()
     assert lm.select(lm.File, name="iris").one().key == key
     assert (outside / "thesis.tex").read_text() == "years of work"
 
@@ -482,3 +483,86 @@ def test_any_row_someone_put_in_the_registry_is_shown_safely_or_refused(
             out = str(e)
             assert "\n" not in out
         assert all(c.isprintable() or c == "\n" for c in out), out
+
+
+# --- found by a black-box attempt to break the above -----------------------------------------
+
+
+def test_a_refused_init_leaves_the_instance_in_use_working(ip, tmp_path, capsys):
+    lm.add(lm.File(frame(), name="kept"))
+    bad = lm.init(tmp_path / "bad").registry_path
+    sql(bad, "CREATE TRIGGER t1 BEFORE INSERT ON file BEGIN SELECT 1; END")
+    instance.reset()
+    with pytest.raises(Exception, match="holds a trigger"):
+        ip.run_line_magic("lamin", f"init {tmp_path / 'bad'}")
+    assert "kept" in str(ip.run_line_magic("lamin", "ls"))
+    ip.run_line_magic("lamin", "load kept")
+    assert ip.user_ns["kept"].x.tolist() == [0, 1, 2]
+
+
+def test_a_new_user_reads_without_the_write_lock(tmp_path):
+    root = tmp_path / "R"
+    inst = lm.init(root)
+    lm.add(lm.File(frame(), name="iris"))
+    instance.reset()
+    con = sqlite3.connect(inst.registry_path, isolation_level=None)
+    con.execute("BEGIN IMMEDIATE")  # a colleague's save in progress
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LAMIN_MAGIC")} | {
+            "LAMIN_MAGIC_USER": "first-time"
+        }
+        for args in (["ls"], ["show", "iris"], ["info"]):
+            out = subprocess.run(
+                [sys.executable, "-m", "lamin_magic.cli", "--root", str(root), *args],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=8,
+            )
+            assert out.returncode == 0, out.stderr
+        assert "first-time (no record yet)" in out.stdout
+    finally:
+        con.execute("ROLLBACK")
+        con.close()
+
+
+def test_a_negative_schema_version_is_one_line(tmp_path):
+    inst = lm.init(tmp_path / "R")
+    instance.reset()
+    sql(inst.registry_path, "PRAGMA user_version = -1")
+    with pytest.raises(InstanceError, match="schema version -1, which no lamin_magic ever wrote"):
+        lm.init(tmp_path / "R")
+
+
+def test_a_pipe_in_place_of_stored_bytes_is_never_read(inst):
+    path = lm.add(lm.File(frame(), name="iris")).path
+    path.unlink()
+    os.mkfifo(path)
+    for verify in (True, False):
+        with pytest.raises(IntegrityError, match="not a file or folder"):
+            lm.load("iris", verify=verify)
+    assert [p.kind for p in check(repair=True).problems] == ["unsafe"]
+    assert path.exists()  # listed, never removed
+    cells = lm.add(lm.File(ad.AnnData(np.eye(2, dtype="float32")), name="c", format="zarr"))
+    os.mkfifo(cells.path / "pipe")
+    with pytest.raises(IntegrityError, match="is not a file"):
+        lm.load("c", verify=False)
+
+
+def test_paths_and_html_are_escaped_too(tmp_path):
+    root = tmp_path / "e\x1b[31mX"
+    out = cli("init", str(root))
+    assert out.returncode == 0 and "\x1b" not in out.stdout and "\\x1b[31mX" in out.stdout
+    lm.init(root)
+    stored = lm.add(lm.File(frame(), name="plain", description="\x1b[2J\u202eevil"))
+    html = stored._repr_html_()
+    assert "\x1b" not in html and "\u202e" not in html and "\\u202e" in html
+
+
+def test_a_mismatch_says_what_differs(inst):
+    stored = lm.add(lm.File(frame(), name="iris"))
+    sql(inst.registry_path, "UPDATE file SET hash_type = 'BLAKE3' WHERE id = ?", (stored.id,))
+    with pytest.raises(IntegrityError, match="hash type 'BLAKE3' recorded, 'blake3' found"):
+        lm.load("iris")
+    problem = check().problems[0]
+    assert problem.kind == "mismatch" and "hash type 'BLAKE3' recorded" in problem.detail

@@ -100,13 +100,16 @@ def test_a_version_1_registry_is_upgraded_in_place(tmp_path):
     instance.reset()
     con = sqlite3.connect(inst.registry_path)
     con.execute("DROP TABLE setting")  # what schema version 1 had
+    con.execute("DROP INDEX file_trashed_at")
+    con.execute("ALTER TABLE file DROP COLUMN trashed_at")
+    con.execute("ALTER TABLE file DROP COLUMN purged_at")
     con.execute("PRAGMA user_version = 1")
     con.commit()
     con.close()
     lm.init(tmp_path / "inst", allow_pickle=True)
     assert lm.load("kept").a.tolist() == [1]
     con = sqlite3.connect(inst.registry_path)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == registry.SCHEMA_VERSION == 2
+    assert con.execute("PRAGMA user_version").fetchone()[0] == registry.SCHEMA_VERSION == 3
     assert con.execute("SELECT count(*) FROM setting").fetchone() == (0,)  # trust is not here
     con.close()
     assert instance.pickle_allowed()  # but in the local user's list

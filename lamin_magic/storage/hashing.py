@@ -80,6 +80,11 @@ def folder_files(root: Path) -> list[tuple[str, Path]]:
                     f"{path} is a symbolic link inside a stored folder; lamin_magic never "
                     "writes one and does not follow it"
                 )
+            if not path.is_file():
+                raise IntegrityError(
+                    f"{path} inside a stored folder is not a file (a pipe, socket or device); "
+                    "lamin_magic never writes one and does not read it"
+                )
             found.append((path.relative_to(root).as_posix(), path))
     return sorted(found)
 
@@ -97,6 +102,19 @@ def hash_folder(root: Path, fsync: bool = False) -> tuple[int, str]:
         hasher.update(rel.encode() + b"\0" + size.to_bytes(8, "big") + digest)
         total += size
     return total, encode_digest(hasher.digest())
+
+
+def mismatch(recorded: tuple[Any, Any, Any], found: tuple[int, str, str]) -> str | None:
+    """How stored bytes (size, hash, hash type) differ from their record, or None."""
+    if tuple(recorded) == tuple(found):
+        return None
+    names = ("size", "hash", "hash type")
+    parts = [
+        f"{name} {want!r} recorded, {got!r} found"
+        for name, want, got in zip(names, recorded, found, strict=True)
+        if want != got
+    ]
+    return "; ".join(parts)
 
 
 def hash_path(path: Path) -> tuple[int, str, str]:

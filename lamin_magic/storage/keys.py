@@ -8,7 +8,9 @@ read as stored bytes, or removed by repair.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 
 from ..errors import IntegrityError
@@ -49,9 +51,18 @@ def object_path(root: Path, key: object, what: str) -> Path:
             "came from elsewhere"
         )
     path = root / str(key)
-    if path.is_symlink():
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return path  # missing bytes: the caller says so
+    if stat.S_ISLNK(mode):
         raise IntegrityError(
             f"the bytes of {what} at {path} are a symbolic link; lamin_magic never writes "
             "one and does not follow it out of the instance"
+        )
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise IntegrityError(
+            f"the bytes of {what} at {path} are not a file or folder (a pipe, socket or "
+            "device); lamin_magic never writes one and does not read it"
         )
     return path

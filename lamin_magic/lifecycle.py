@@ -1,0 +1,159 @@
+"""Taking a save back: the trash, restore, and garbage collection.
+
+`delete` moves one version, or every version of a name, to the trash: hidden from `ls`, `load`
+and `select`, bytes kept. `restore` brings it back. `gc` removes for good what is in the
+trash: its records, and the bytes no other record uses (dedup shares bytes between names).
+
+Two kinds of trashed record stay as tombstones when gc runs, their bytes gone: one a run read
+(lineage keeps naming what the run read) and the latest version of a name (its number is never
+given again, so a new save after iris@3 was collected is iris@4). Every other trashed record is
+deleted.
+
+Crash safety: gc commits its changes to the registry first, then removes bytes that no record
+outside the trash uses any more; a gc killed in between leaves only unreferenced bytes, which
+the next gc (or `check --repair`) removes. Saves and gc take the same write lock, and a save
+never shares bytes of a record gc has collected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import files
+from . import instance as inst
+from . import registry as reg
+from .errors import NotFoundError, command
+
+
+def _matching(spec: str, trashed: bool) -> list[reg.File]:
+    """The versions `spec` names (NAME: all of them; NAME@V: that one), in or out of the trash."""
+    name, version = files.parse_name_version(spec)
+    inst.current()
+    query = files._versions(name)
+    if version is not None:
+        query = query.where(reg.File.version == version)
+    records = list(query.order_by(reg.File.version))
+    if not records:
+        files.get_file(name, version)  # raises with a hint (close names, known versions)
+    state = [f for f in records if (f.trashed_at is not None) == trashed and not f.purged_at]
+    if not state:
+        if trashed:
+            if any(f.purged_at for f in records):
+                raise NotFoundError(files.in_trash(records[-1], spec))
+            raise NotFoundError(f"{spec} is not in the trash; {command('trash')} lists it")
+        raise NotFoundError(f"{spec} is already in the trash; {command('trash')} lists it")
+    return state
+
+
+def delete(spec: str) -> list[reg.File]:
+    """Move NAME@VERSION, or every version of NAME, to the trash; returns what was moved."""
+    with reg.db.atomic():
+        moved = _matching(spec, trashed=False)
+        now = reg.utcnow()
+        reg.File.update(trashed_at=now).where(reg.File.id.in_([f.id for f in moved])).execute()
+    return moved
+
+
+def restore(spec: str) -> list[reg.File]:
+    """Bring NAME@VERSION, or every trashed version of NAME, back from the trash."""
+    with reg.db.atomic():
+        back = _matching(spec, trashed=True)
+        reg.File.update(trashed_at=None).where(reg.File.id.in_([f.id for f in back])).execute()
+    return back
+
+
+@dataclass
+class Collected:
+    """What gc removed (or, with dry_run, would remove)."""
+
+    instance: str
+    dry_run: bool
+    deleted: list[str] = field(default_factory=list)  # name@version of records removed
+    tombstones: list[str] = field(default_factory=list)  # records kept without their bytes
+    removed: list[str] = field(default_factory=list)  # stored objects removed
+    freed: int = 0  # bytes
+
+    def __str__(self) -> str:
+        from .errors import printable
+        from .views import human_size
+
+        verb = "would remove" if self.dry_run else "removed"
+        lines = [
+            f"gc {verb} {len(self.deleted) + len(self.tombstones)} trashed records "
+            f"({len(self.tombstones)} kept as tombstones: read by a run, or a name's latest "
+            f"number) and {len(self.removed)} stored objects, {human_size(self.freed)} freed"
+            f" in {self.instance}"
+        ]
+        lines += [f"  {printable(x)}" for x in self.deleted + self.tombstones]
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def gc(dry_run: bool = False) -> Collected:
+    """Remove for good what is in the trash, and the bytes no record outside it uses."""
+    from .integrity import scan_folder
+
+    instance = inst.current()
+    report = Collected(str(instance.root), dry_run)
+    with reg.db.atomic() as transaction:
+        trashed = list(
+            reg.File.select().where(
+                reg.File.trashed_at.is_null(False), reg.File.purged_at.is_null()
+            )
+        )
+        read = {r[0] for r in _rows("SELECT file_id FROM run_input", "file_id", trashed, "id")}
+        tops = dict(
+            _rows("SELECT name, MAX(version) FROM file", "name", trashed, "name", "GROUP BY name")
+        )
+        keep = [f for f in trashed if f.id in read or tops.get(f.name) == f.version]
+        kept = {f.id for f in keep}
+        drop = [f for f in trashed if f.id not in kept]
+        report.tombstones = [files.label(f) for f in keep]
+        report.deleted = [files.label(f) for f in drop]
+        now = reg.utcnow()
+        for chunk in _chunks([f.id for f in keep]):
+            reg.File.update(purged_at=now).where(reg.File.id.in_(chunk)).execute()
+        for chunk in _chunks([f.id for f in drop]):
+            reg.File.delete().where(reg.File.id.in_(chunk)).execute()
+        sizes = {str(f.key): f.size for f in trashed if isinstance(f.size, int)}
+        if dry_run:
+            unused = _unused_keys(set(sizes))
+            report.removed = sorted(unused)
+            report.freed = sum(sizes[k] for k in unused)
+            transaction.rollback()
+            return report
+    # committed; now, under the lock again, the bytes no record outside the trash uses, and
+    # any that a gc or a save killed earlier left behind
+    _, problems = scan_folder(instance, repair=True)
+    for problem in problems:
+        if problem.kind == "orphan" and problem.repaired:
+            key = Path(problem.path).name
+            report.removed.append(key)
+            report.freed += sizes.get(key) or 0
+    return report
+
+
+def _unused_keys(keys: set[str]) -> set[str]:
+    """Of these keys, those no record that keeps its bytes uses."""
+    sql = "SELECT key FROM file WHERE purged_at IS NULL AND"
+    return keys - {key for (key,) in _rows(sql, "key", sorted(keys))}
+
+
+def _rows(sql: str, column: str, items: Any, attr: str | None = None, tail: str = "") -> list:
+    """Rows of `sql ... column IN (...)` for many values, a chunk at a time (SQLite caps the
+    parameters of one statement). `attr` takes the values from records' attributes."""
+    values = sorted({getattr(i, attr) for i in items} if attr else set(items))
+    where = "" if sql.endswith("AND") else " WHERE"
+    found: list = []
+    for chunk in _chunks(values):
+        marks = ", ".join("?" * len(chunk))
+        found += reg.db.execute_sql(f"{sql}{where} {column} IN ({marks}) {tail}", chunk).fetchall()
+    return found
+
+
+def _chunks(ids: list[str], size: int = 500) -> Any:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
