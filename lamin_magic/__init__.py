@@ -32,6 +32,9 @@ _LAZY = {
     "register_format": ("storage.formats", "register_format"),
     "errors": ("errors", None),
     "check": ("integrity", "check"),
+    "delete": ("lifecycle", "delete"),
+    "restore": ("lifecycle", "restore"),
+    "gc": ("lifecycle", "gc"),
 }
 
 __all__ = [
@@ -44,11 +47,14 @@ __all__ = [
     "add",
     "check",
     "context",
+    "delete",
     "errors",
+    "gc",
     "init",
     "load",
     "load_ipython_extension",
     "register_format",
+    "restore",
     "select",
     "track",
     "unload_ipython_extension",
@@ -59,6 +65,7 @@ if TYPE_CHECKING:
     from .files import add, load
     from .instance import init
     from .integrity import check
+    from .lifecycle import delete, gc, restore
     from .query import select
     from .registry import File, Run, Storage, Transform, User
     from .storage.formats import register_format

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from . import __version__
-from .errors import LaminMagicError, frontend, printable
+from .errors import InvalidArgumentError, LaminMagicError, frontend, printable
 
 
 def page_number(text: str) -> int:
@@ -30,6 +30,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .views import LS_FILTERS
+
     parser = Parser(
         prog="lamin-magic",
         description="Inspect and manage a lamin_magic instance (a folder with a SQLite registry).",
@@ -58,6 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ls", help="the stored files, latest versions")
     p.add_argument("pattern", nargs="?", help="a glob on names, e.g. 'iris*'")
     p.add_argument("--page", type=page_number, default=1, help="page number (50 names a page)")
+    p.add_argument("--trash", action="store_true", help="list what is in the trash instead")
+    for option, meaning in LS_FILTERS.items():
+        p.add_argument(f"--{option}", metavar=option.upper(), help=f"only files {meaning}")
+    p = sub.add_parser("rm", help="move NAME[@VERSION] (or every version of NAME) to the trash")
+    p.add_argument("spec", metavar="NAME[@VERSION]")
+    p = sub.add_parser("restore", help="bring NAME[@VERSION] back from the trash")
+    p.add_argument("spec", metavar="NAME[@VERSION]")
+    p = sub.add_parser(
+        "gc",
+        help="remove the trash for good, and the bytes no other record uses",
+        description="A trashed file a run read, and the latest version of a name, stay as "
+        "tombstones without their bytes (lineage stays sound; a number is never given twice).",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="say what would be removed; remove nothing"
+    )
     p = sub.add_parser("show", help="one file: its run, transform, versions and readers")
     p.add_argument("spec", metavar="NAME[@VERSION]")
     sub.add_parser("runs", help="the latest runs and the transforms they ran")
@@ -111,7 +129,25 @@ def run(args: argparse.Namespace) -> int:
     else:
         instance.current(create=False)
     if args.command == "ls":
-        print(views.list_files(args.pattern, page=args.page))
+        from .views import LS_FILTERS
+
+        filters = {k: getattr(args, k) for k in LS_FILTERS if getattr(args, k) is not None}
+        if args.trash and filters:
+            raise InvalidArgumentError("ls --trash takes a PATTERN and --page only")
+        print(views.list_files(args.pattern, page=args.page, trash=args.trash, filters=filters))
+    elif args.command in ("rm", "restore"):
+        from . import lifecycle
+
+        moved = getattr(lifecycle, "delete" if args.command == "rm" else "restore")(args.spec)
+        names = ", ".join(f"{f.name}@{f.version}" for f in moved)
+        if args.command == "rm":
+            print(f"moved {names} to the trash (lamin-magic restore {args.spec} brings it back)")
+        else:
+            print(f"restored {names} from the trash")
+    elif args.command == "gc":
+        from .lifecycle import gc
+
+        print(gc(dry_run=args.dry_run))
     elif args.command == "show":
         print(views.show_file(args.spec))
     elif args.command == "runs":

@@ -325,6 +325,8 @@ def get_file(name: str, version: int | None = None, include_trash: bool = False)
         if found.trashed_at is None or include_trash:
             return found
         raise NotFoundError(in_trash(found, f"{name}@{found.version}"))
+    if version is not None and version < _next_version(name):  # numbers are never reused
+        raise NotFoundError(f"{name}@{version} was deleted for good by gc")
     versions = [f.version for f in live(query.select(reg.File.version)).order_by(reg.File.version)]
     if versions:
         raise NotFoundError(

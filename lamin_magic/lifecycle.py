@@ -49,6 +49,7 @@ def _matching(spec: str, trashed: bool) -> list[reg.File]:
 
 def delete(spec: str) -> list[reg.File]:
     """Move NAME@VERSION, or every version of NAME, to the trash; returns what was moved."""
+    inst.current()
     with reg.db.atomic():
         moved = _matching(spec, trashed=False)
         now = reg.utcnow()
@@ -58,6 +59,7 @@ def delete(spec: str) -> list[reg.File]:
 
 def restore(spec: str) -> list[reg.File]:
     """Bring NAME@VERSION, or every trashed version of NAME, back from the trash."""
+    inst.current()
     with reg.db.atomic():
         back = _matching(spec, trashed=True)
         reg.File.update(trashed_at=None).where(reg.File.id.in_([f.id for f in back])).execute()

@@ -20,11 +20,26 @@ from traitlets import Unicode, observe
 from . import files, instance, tracking, views
 from .errors import LaminMagicError, frontend, printable
 
-SUBCOMMANDS = ("save", "load", "ls", "show", "track", "info", "init", "check")
+SUBCOMMANDS = (
+    "save",
+    "load",
+    "ls",
+    "show",
+    "rm",
+    "restore",
+    "gc",
+    "track",
+    "info",
+    "init",
+    "check",
+)
 OPTIONS = {
     "save": {"name", "description", "format"},
     "load": {"verify"},
-    "ls": {"page"},
+    "ls": {"page", *views.LS_FILTERS},
+    "rm": set(),
+    "restore": set(),
+    "gc": set(),
     "show": set(),
     "track": {"title"},
     "info": set(),
@@ -110,9 +125,26 @@ class LaminMagics(Magics):
             variable says what it replaced. The load is recorded as an input of this run
             (a run's load of a file it made itself is not).
 
-        %lamin ls [PATTERN] [page=N]
-            The stored files, latest version of each name, 50 a page; PATTERN is a glob
-            (iris*).
+        %lamin ls [PATTERN] [page=N] [notebook=NAME] [run=ID] [type=parquet] [larger=SIZE]
+                  [smaller=SIZE] [since=DATE] [until=DATE]
+            The stored files, latest version of each name (among those that match), 50 a
+            page; PATTERN is a glob (iris*). SIZE is 500, 10MB, 1.5GB; DATE is 2026-11-01 or
+            2026-11-01T14:30 (UTC).
+
+        %lamin ls trash [PATTERN] [page=N]
+            What is in the trash, every version, most recently trashed first.
+
+        %lamin rm NAME[@VERSION]
+            Move one version, or every version of NAME, to the trash: hidden from ls, load
+            and select; the bytes stay until gc.
+
+        %lamin restore NAME[@VERSION]
+            Bring it back from the trash.
+
+        %lamin gc [dry-run]
+            Remove the trash for good: its records, and the bytes no other record uses.
+            A trashed file a run read, and the latest version of a name, stay as tombstones
+            (lineage stays sound; a number is never given twice).
 
         %lamin show NAME[@VERSION]
             One file: its record, the run and notebook that made it, its versions, its readers.
@@ -272,11 +304,38 @@ class LaminMagics(Magics):
             raise UsageError(f"{target!r} is {why}, which the kernel needs; {fix}")
 
     def do_ls(self, words: list[str], options: dict[str, str]) -> Any:
+        trash = words[:1] == ["trash"]
+        words = words[1:] if trash else words
         if len(words) > 1:
             raise UsageError("write %lamin ls [PATTERN] [page=N]; quote a pattern with spaces")
-        text = options.get("page", "1")
+        text = options.pop("page", "1")
         page = files.parse_number(text, f"page={text}", "page=1, page=2, ...")
-        return views.list_files(words[0] if words else None, page=page)
+        if trash and options:
+            raise UsageError("%lamin ls trash takes a PATTERN and page= only")
+        pattern = words[0] if words else None
+        return views.list_files(pattern, page=page, trash=trash, filters=options)
+
+    def do_rm(self, words: list[str], options: dict[str, str]) -> None:
+        from .lifecycle import delete
+
+        if len(words) != 1:
+            raise UsageError("write %lamin rm NAME[@VERSION]")
+        moved = delete(words[0])
+        print(trash_message("moved", moved, "to the trash", f"%lamin restore {words[0]}"))
+
+    def do_restore(self, words: list[str], options: dict[str, str]) -> None:
+        from .lifecycle import restore
+
+        if len(words) != 1:
+            raise UsageError("write %lamin restore NAME[@VERSION]")
+        print(trash_message("restored", restore(words[0]), "from the trash", ""))
+
+    def do_gc(self, words: list[str], options: dict[str, str]) -> Any:
+        from .lifecycle import gc
+
+        if words not in ([], ["dry-run"]):
+            raise UsageError("write %lamin gc, or %lamin gc dry-run")
+        return gc(dry_run=words == ["dry-run"])
 
     def do_show(self, words: list[str], options: dict[str, str]) -> Any:
         if len(words) != 1:
@@ -329,6 +388,11 @@ def describe_object(obj: Any) -> str:
     if isinstance(shape, tuple):
         return f"{kind} {' x '.join(map(str, shape))}"
     return kind
+
+
+def trash_message(verb: str, moved: list[Any], where: str, undo: str) -> str:
+    names = ", ".join(f"{f.name}@{f.version}" for f in moved)
+    return f"{verb} {names} {where}" + (f" ({undo} brings it back)" if undo else "")
 
 
 def yes_or_no(value: str, option: str) -> bool:

@@ -170,7 +170,7 @@ def list_files(
     page: int = 1,
     page_size: int = PAGE_SIZE,
     trash: bool = False,
-    **filters: str,
+    filters: dict[str, str] | None = None,
 ) -> Table:
     """The latest version of each stored name (matching a glob `pattern` and the `ls`
     filters), a page at a time; with `trash`, every version in the trash instead."""
@@ -178,6 +178,7 @@ def list_files(
     first = check_page(page, page_size)
     if trash:
         return list_trash(pattern, page, page_size, first)
+    filters = filters or {}
     where, values = file_conditions(filters)
     if pattern:
         where += " AND name GLOB ?"

@@ -30,6 +30,8 @@ DOCUMENTED = {
         "storage_id",
         "created_by_id",
         "created_at",
+        "trashed_at",
+        "purged_at",
     ],
     "run_input": ["run_id", "file_id"],
 }

@@ -163,7 +163,7 @@ def test_every_cli_command_has_help():
     parser = build_parser()
     actions = [a for a in parser._actions if a.dest == "command"]
     choices = actions[0].choices
-    assert set(choices) == {"init", "ls", "show", "runs", "info", "check"}
+    assert set(choices) == {"init", "ls", "show", "runs", "info", "check", "rm", "restore", "gc"}
     for name, sub in choices.items():
         assert sub.format_help().strip(), name
     helps = {a.dest: a.help for a in actions[0]._choices_actions}
