@@ -465,6 +465,93 @@ def bench_registry(report: Report, sizes: Sizes, work: Path) -> None:
     instance.reset()
 
 
+def bench_lifecycle(report: Report, sizes: Sizes, work: Path) -> None:
+    """gc and filtered `ls` among many File rows, a tenth of them in the trash."""
+    import sqlite3
+
+    import lamin_magic as lm
+    from lamin_magic import instance, registry, tracking, views
+
+    root = work / "lifecycle-instance"
+    inst = lm.init(root)
+    run = tracking.track()
+    n = sizes.registry_names * sizes.registry_versions
+    con = sqlite3.connect(inst.registry_path)
+    now = registry.utcnow().isoformat()
+    rows = (
+        (
+            f"{i:020d}",
+            f"name-{i // sizes.registry_versions:06d}",
+            i % sizes.registry_versions + 1,
+            ".parquet" if i % 2 else ".h5ad",
+            1000 + i,
+            f"{i:022d}",
+            "blake3",
+            f"{i:020d}.parquet",
+            run.id,
+            inst.storage_id,
+            inst.user_id,
+            now,
+            now if i % 10 == 0 else None,  # a tenth in the trash, never a name's latest
+        )
+        for i in range(n)
+    )
+    with con:
+        con.executemany(
+            "INSERT INTO file (id, name, version, suffix, size, hash, hash_type, key, run_id, "
+            "storage_id, created_by_id, created_at, trashed_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
+        # a run read a tenth of what is in the trash: those stay as tombstones
+        con.executemany(
+            "INSERT INTO run_input (run_id, file_id) VALUES (?, ?)",
+            ((run.id, f"{i:020d}") for i in range(0, n, 100)),
+        )
+    con.close()
+    trashed = n // 10
+    timings = []
+    for filters in ({"type": "parquet"}, {"notebook": run.transform.name}, {"larger": "1KB"}):
+        for page in (1, sizes.registry_names // 50):
+            t0 = time.perf_counter()
+            table = views.list_files(page=page, filters=filters)
+            timings.append(time.perf_counter() - t0)
+            assert len(table.rows) == 50, (filters, page)
+    ms = max(timings) * 1000
+    report.add(
+        Row(
+            f"%lamin ls with a filter (type, notebook, size), {n:,} File rows, first and last "
+            "page (slowest)",
+            ms,
+            None,
+            "ms",
+            "<= 200 ms",
+            ms <= 200,
+        )
+    )
+    t0 = time.perf_counter()
+    trash = views.list_files(trash=True)
+    ms = (time.perf_counter() - t0) * 1000
+    assert len(trash.rows) == 50
+    report.add(Row(f"%lamin ls trash, {trashed:,} in the trash, page 1", ms, None, "ms", "", None))
+    t0 = time.perf_counter()
+    collected = lm.gc()
+    seconds = time.perf_counter() - t0
+    assert len(collected.deleted) + len(collected.tombstones) == trashed
+    assert len(collected.tombstones) == n // 100
+    report.add(
+        Row(
+            f"lm.gc(), {n:,} File rows, {trashed:,} in the trash ({n // 100:,} read by a run)",
+            seconds,
+            None,
+            "s",
+            "<= 10 s",
+            seconds <= 10,
+        )
+    )
+    instance.reset()
+
+
 CONCURRENT = r"""
 import sys, time, pandas as pd
 import lamin_magic as lm
@@ -566,7 +653,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes; no timing targets")
     parser.add_argument(
-        "--only", help="comma-separated: import,load_ext,frame,anndata,registry,concurrency"
+        "--only",
+        help="comma-separated: import,load_ext,frame,anndata,registry,lifecycle,concurrency",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -599,6 +687,7 @@ def main(argv: list[str] | None = None) -> int:
         ("frame", lambda: bench_frame(report, sizes, work, args.quick)),
         ("anndata", lambda: bench_anndata(report, sizes, work, args.quick)),
         ("registry", lambda: bench_registry(report, sizes, work)),
+        ("lifecycle", lambda: bench_lifecycle(report, sizes, work)),
         ("concurrency", lambda: bench_concurrency(report, sizes, work)),
     ]
     try:

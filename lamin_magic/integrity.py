@@ -155,7 +155,8 @@ def scan_folder(instance: inst.Instance, repair: bool) -> tuple[int, list[Proble
         # a record's own name counts too: bytes whose record's key was edited are not orphans
         rows = reg.db.execute_sql(
             "SELECT key FROM file WHERE key IS NOT NULL AND purged_at IS NULL"
-            " UNION SELECT id || suffix FROM file WHERE purged_at IS NULL"
+            " UNION ALL SELECT id || suffix FROM file"
+            " WHERE purged_at IS NULL AND key IS NOT id || suffix"
         )
         keys = {key for (key,) in rows.fetchall()}
         objects, problems = _scan_folder(instance, keys)

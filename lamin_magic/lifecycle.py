@@ -66,6 +66,9 @@ def restore(spec: str) -> list[reg.File]:
     return back
 
 
+SHOWN = 20  # records a report names; the rest are counted
+
+
 @dataclass
 class Collected:
     """What gc removed (or, with dry_run, would remove)."""
@@ -88,7 +91,10 @@ class Collected:
             f"number) and {len(self.removed)} stored objects, {human_size(self.freed)} freed"
             f" in {self.instance}"
         ]
-        lines += [f"  {printable(x)}" for x in self.deleted + self.tombstones]
+        named = self.deleted + self.tombstones
+        lines += [f"  {printable(x)}" for x in named[:SHOWN]]
+        if len(named) > SHOWN:
+            lines.append(f"  ... and {len(named) - SHOWN} more")
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -101,26 +107,29 @@ def gc(dry_run: bool = False) -> Collected:
     instance = inst.current()
     report = Collected(str(instance.root), dry_run)
     with reg.db.atomic() as transaction:
-        trashed = list(
-            reg.File.select().where(
-                reg.File.trashed_at.is_null(False), reg.File.purged_at.is_null()
-            )
-        )
-        read = {r[0] for r in _rows("SELECT file_id FROM run_input", "file_id", trashed, "id")}
+        # plain rows, not records: a trash of 100 000 files is common enough to matter
+        trashed = reg.db.execute_sql(
+            "SELECT id, name, version, key, size FROM file"
+            " WHERE trashed_at IS NOT NULL AND purged_at IS NULL"
+        ).fetchall()
+        read = {r[0] for r in _rows("SELECT file_id FROM run_input", "file_id", trashed, 0)}
         tops = dict(
-            _rows("SELECT name, MAX(version) FROM file", "name", trashed, "name", "GROUP BY name")
+            _rows("SELECT name, MAX(version) FROM file", "name", trashed, 1, "GROUP BY name")
         )
-        keep = [f for f in trashed if f.id in read or tops.get(f.name) == f.version]
-        kept = {f.id for f in keep}
-        drop = [f for f in trashed if f.id not in kept]
-        report.tombstones = [files.label(f) for f in keep]
-        report.deleted = [files.label(f) for f in drop]
-        now = reg.utcnow()
-        for chunk in _chunks([f.id for f in keep]):
-            reg.File.update(purged_at=now).where(reg.File.id.in_(chunk)).execute()
-        for chunk in _chunks([f.id for f in drop]):
-            reg.File.delete().where(reg.File.id.in_(chunk)).execute()
-        sizes = {str(f.key): f.size for f in trashed if isinstance(f.size, int)}
+        keep = [r for r in trashed if r[0] in read or tops.get(r[1]) == r[2]]
+        report.tombstones = [f"{r[1]}@{r[2]}" for r in keep]
+        kept = {r[0] for r in keep}
+        report.deleted = [f"{r[1]}@{r[2]}" for r in trashed if r[0] not in kept]
+        now = reg.UTCDateTimeField().db_value(reg.utcnow())
+        for chunk in _chunks(sorted(kept)):
+            marks = ", ".join("?" * len(chunk))
+            reg.db.execute_sql(
+                f"UPDATE file SET purged_at = ? WHERE id IN ({marks})", [now, *chunk]
+            )
+        reg.db.execute_sql(  # the rest of the trash, in one statement along its index
+            "DELETE FROM file WHERE trashed_at IS NOT NULL AND purged_at IS NULL"
+        )
+        sizes = {str(r[3]): r[4] for r in trashed if isinstance(r[4], int)}
         if dry_run:
             unused = _unused_keys(set(sizes))
             report.removed = sorted(unused)
@@ -144,10 +153,10 @@ def _unused_keys(keys: set[str]) -> set[str]:
     return keys - {key for (key,) in _rows(sql, "key", sorted(keys))}
 
 
-def _rows(sql: str, column: str, items: Any, attr: str | None = None, tail: str = "") -> list:
+def _rows(sql: str, column: str, items: Any, index: int | None = None, tail: str = "") -> list:
     """Rows of `sql ... column IN (...)` for many values, a chunk at a time (SQLite caps the
-    parameters of one statement). `attr` takes the values from records' attributes."""
-    values = sorted({getattr(i, attr) for i in items} if attr else set(items))
+    parameters of one statement). `index` takes the values from that place of each row."""
+    values = sorted({i[index] for i in items} if index is not None else set(items))
     where = "" if sql.endswith("AND") else " WHERE"
     found: list = []
     for chunk in _chunks(values):

@@ -128,28 +128,32 @@ def parse_size(text: str, option: str) -> int:
 
 
 def file_conditions(filters: dict[str, str]) -> tuple[str, list[Any]]:
-    """SQL on `file` (unqualified columns) for `ls` filters, and its parameters."""
+    """SQL on `file` (unqualified columns) for `ls` filters, and its parameters. A `+` keeps
+    SQLite on the index of names, which `ls` hops along, instead of a filter's own index
+    (that would rescan every match at every hop)."""
     from .query import as_utc
 
     sql, params = "", list[Any]()
     for option, text in filters.items():
         if option == "notebook":
-            sql += (
-                " AND run_id IN (SELECT r.id FROM run r JOIN transform t ON t.id = r.transform_id"
-                " WHERE t.name = ?)"
-            )
-            params.append(text)
+            # the runs first, as values: a subquery here would run again at every hop
+            runs = reg.db.execute_sql(
+                "SELECT r.id FROM run r JOIN transform t ON t.id = r.transform_id WHERE t.name = ?",
+                (text,),
+            ).fetchall()
+            sql += f" AND +run_id IN ({', '.join('?' * len(runs))})" if runs else " AND 0"
+            params += [r for (r,) in runs]
         elif option == "run":
-            sql += " AND run_id = ?"
+            sql += " AND +run_id = ?"
             params.append(text)
         elif option == "type":
-            sql += " AND suffix = ?"
+            sql += " AND +suffix = ?"
             params.append("." + text.removeprefix("."))
         elif option in ("larger", "smaller"):
-            sql += " AND size >= ?" if option == "larger" else " AND size < ?"
+            sql += " AND +size >= ?" if option == "larger" else " AND +size < ?"
             params.append(parse_size(text, option))
         elif option in ("since", "until"):
-            sql += " AND created_at >= ?" if option == "since" else " AND created_at < ?"
+            sql += " AND +created_at >= ?" if option == "since" else " AND +created_at < ?"
             params.append(as_utc(text, option).isoformat())
         else:
             known = ", ".join(f"{k}=" for k in LS_FILTERS)
@@ -183,7 +187,7 @@ def list_files(
     if pattern:
         where += " AND name GLOB ?"
         values.append(pattern)
-    where += " AND trashed_at IS NULL"
+    where += " AND +trashed_at IS NULL"
     # Hop from name to name along the (name, version) index: each hop is one index seek, so a
     # page costs its offset in seeks, not a scan of every version of every name.
     sql = (
@@ -219,7 +223,7 @@ def list_trash(pattern: str | None, page: int, page_size: int, first: int) -> Ta
     sql = (
         "SELECT name, version, suffix, size, trashed_at, id FROM file"
         f" WHERE trashed_at IS NOT NULL AND purged_at IS NULL{match}"
-        " ORDER BY trashed_at DESC, name, version LIMIT ? OFFSET ?"
+        " ORDER BY trashed_at DESC LIMIT ? OFFSET ?"
     )
     params: list[Any] = [pattern] if pattern else []
     rows = [list(r) for r in reg.db.execute_sql(sql, [*params, page_size + 1, first])]
