@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 
 HASH_TYPE_FILE = "blake3"
 HASH_TYPE_FOLDER = "blake3-tree"
+SMALL = 1 << 20  # bytes: below this a file is read, not memory-mapped
 FOLDER_THREADS = 8  # fsync waits on the disk, not the CPU: more threads than cores pay off
 
 
@@ -38,8 +39,11 @@ def _file_digest(path: Path, fsync: bool) -> tuple[int, bytes]:
         syncing = threading.Thread(target=fsync_path, args=(path,))
         syncing.start()
     size = path.stat().st_size
-    if size:
+    if size > SMALL:
         hasher.update_mmap(path)
+    elif size:  # mapping a small file costs more than reading it
+        with open(path, "rb") as f:
+            hasher.update(f.read())
     if syncing is not None:
         syncing.join()
     return size, hasher.digest()
