@@ -12,6 +12,9 @@ def _lamin_magic_autoload() -> None:
         ip = get_ipython()  # type: ignore[name-defined]  # noqa: F821
         if type(ip).__name__ != "ZMQInteractiveShell":
             return
+        # what a kernel prints while it starts is shown in no cell: the extension says what
+        # it tracks in the output of the first cell instead
+        ip._lamin_magic_autoload = True
         ip.extension_manager.load_extension("lamin_magic")
     except Exception as e:  # never break a kernel
         import warnings

@@ -44,6 +44,9 @@ class Extension:
         self.magics: Any = None
         self.title_reader: TitleReader | None = None
         self.explicit = False  # the user tracked explicitly: start-up detection stands aside
+        # loaded by the start-up file: Jupyter shows nothing printed then, so the first cell
+        # says what is tracked
+        self.announce = bool(getattr(ip, "_lamin_magic_autoload", False))
 
     def load(self) -> None:
         from .magics import LaminMagics
@@ -78,10 +81,13 @@ class Extension:
         manager.registry.pop("LaminMagics", None)
 
     def find_notebook_before_first_cell(self, info: Any) -> None:
-        """Look for the notebook once more before the first cell, then remove this hook."""
+        """Look for the notebook once more before the first cell, then remove this hook; say
+        in the first cell's output what is tracked when start-up output was not shown."""
         try:
             self.ip.events.unregister("pre_run_cell", self.find_notebook_before_first_cell)
             self.find_notebook_again()
+            if self.announce and tracking.context.run is not None:
+                print(first_cell_line(tracking.context.run))
         except Exception as e:
             warn(f"lamin_magic could not look for the notebook: {e}")
 
@@ -126,6 +132,16 @@ def summary(run: Any) -> str:
         f"lamin_magic: instance {printable(str(current.root))} ({current.how}), "
         f"user {printable(user)}\nlamin_magic: tracking {printable(what)}, run {run.id}"
     )
+
+
+def first_cell_line(run: Any) -> str:
+    """One short line: what is tracked, its run, and where the data goes."""
+    from . import instance
+
+    t = tracking.context.transform
+    what = "this IPython session" if t.type == "ipython" else f"{t.type} {t.name!r}"
+    root = instance.current().root
+    return printable(f"lamin_magic: tracking {what} (run {run.id}) in {root}")
 
 
 def warn(message: str) -> None:

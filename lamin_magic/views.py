@@ -56,6 +56,7 @@ class Table:
     columns: list[str]
     rows: list[list[Any]]
     footer: str = ""
+    empty: str = ""  # said instead of the column headers when there are no rows
 
     def __str__(self) -> str:
         cells = [[_short(_cell(v)) for v in row] for row in self.rows]
@@ -67,6 +68,8 @@ class Table:
             return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
 
         lines = [printable(self.title)] if self.title else []
+        if not self.rows and self.empty:
+            return "\n".join([*lines, self.empty])
         lines.append(line(self.columns))
         lines.extend(line(row) for row in cells)
         if not self.rows:
@@ -76,6 +79,9 @@ class Table:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
+        if not self.rows and self.empty:
+            title = f"<b>{html.escape(printable(self.title))}</b>: " if self.title else ""
+            return f"<p>{title}{html.escape(self.empty)}</p>"
         head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in self.columns)
         body = "".join(
             "<tr>"
@@ -252,9 +258,14 @@ def show_file(spec: str) -> Sections:
     record = Table(
         f"{file.name}@{file.version}{state}",
         ["field", "value"],
-        [[k, v] for k, v in file._shown_fields()],
+        [[k, size_and_bytes(v) if k == "size" else v] for k, v in file._shown_fields()],
     )
-    made = Table("made by", ["run", "transform", "type", "title", "started", "finished"], [])
+    made = Table(
+        "made by",
+        ["run", "transform", "type", "title", "started", "finished"],
+        [],
+        empty="no run recorded",
+    )
     if file.run_id:
         run = reg.Run.get_or_none(reg.Run.id == file.run_id)
         if run is not None:
@@ -282,8 +293,15 @@ def show_file(spec: str) -> Sections:
             .where(reg.RunInput.file == file.id)
             .order_by(reg.Run.created_at.desc())
         ],
+        empty="no run has read it yet (a run's load of its own file is not recorded)",
     )
     return Sections([record, made, versions, readers])
+
+
+def size_and_bytes(size: Any) -> str:
+    return (
+        f"{human_size(size)} ({size:,} bytes)" if isinstance(size, int) and size >= 0 else str(size)
+    )
 
 
 def list_runs(limit: int = PAGE_SIZE) -> Table:

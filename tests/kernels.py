@@ -43,6 +43,13 @@ def run_code(client: BlockingKernelClient, code: str, timeout: float = 60) -> di
     return got
 
 
+def first_cell(stdout: str, tracked: str) -> str:
+    """The first cell's own output, after the line that says what is tracked (checked)."""
+    notice, _, rest = stdout.partition("\n")
+    assert notice.startswith(f"lamin_magic: tracking {tracked} (run "), stdout
+    return rest
+
+
 @contextmanager
 def kernel(env: dict[str, str], cwd: Path, kernel_name: str = "python3") -> Iterator[Any]:
     """A real ipykernel started by jupyter_client; shut down cleanly at the end."""

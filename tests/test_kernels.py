@@ -9,7 +9,14 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from kernels import add_kernel_spec, clean_env, kernel, run_code, run_in_server_session
+from kernels import (
+    add_kernel_spec,
+    clean_env,
+    first_cell,
+    kernel,
+    run_code,
+    run_in_server_session,
+)
 from run_notebook import run_notebook
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,7 +98,7 @@ def test_server_session_in_a_folder_with_spaces(tmp_path):
         "my project/first analysis.ipynb",
         "import lamin_magic as lm\nprint(lm.context.transform.name)",
     )
-    assert got["stdout"].strip() == "first analysis", got
+    assert first_cell(got["stdout"], "notebook 'first analysis'").strip() == "first analysis"
     assert runs_with_transforms(instance / "inst.lndb") == [
         ("first analysis", "First analysis", "notebook", str(nb), 1)
     ]
@@ -124,9 +131,8 @@ def test_server_query_without_jpy_session_name(tmp_path):
         "print(lm.context.transform.name, lm.context.how)",
         kernel_name="nojpy",
     )
-    assert got["stdout"].splitlines() == ["None False", "queried the Jupyter server's sessions"], (
-        got
-    )
+    own = first_cell(got["stdout"], "notebook 'queried'")
+    assert own.splitlines() == ["None False", "queried the Jupyter server's sessions"], got
     assert runs_with_transforms(instance / "inst.lndb") == [
         ("queried", "Found by asking the server", "notebook", str(nb), 1)
     ]
@@ -139,7 +145,7 @@ def test_vs_code_sets_the_notebook_after_start(tmp_path):
         # what VS Code does after start-up: silent code, which fires no pre_run_cell
         client.execute(f"__vsc_ipynb_file__ = {str(nb)!r}", silent=True)
         got = run_code(client, "import lamin_magic as lm\nprint(lm.context.transform.name)")
-        assert got["stdout"].strip() == "vs code", got
+        assert first_cell(got["stdout"], "notebook 'vs code'").strip() == "vs code", got
     rows = runs_with_transforms(instance / "inst.lndb")
     assert rows == [("vs code", "Opened in VS Code", "notebook", str(nb), 1)]
 
@@ -245,7 +251,12 @@ def test_wheel_install_tracks_every_kernel(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "specs"))
     with kernel(clean_env(LAMIN_MAGIC_ROOT=str(instance)), tmp_path, "wheelenv") as (_, client):
         got = run_code(client, "import lamin_magic\nprint(lamin_magic.__file__)")
-        assert got["stdout"].startswith(site), got
+        # the first cell says what is tracked (start-up output reaches no cell in Jupyter)
+        notice, _, printed = got["stdout"].partition("\n")
+        assert notice.startswith("lamin_magic: tracking this IPython session (run "), got
+        assert notice.endswith(f") in {instance}") and printed.startswith(site), got
+        again = run_code(client, "print(1)")
+        assert again["stdout"] == "1\n"  # once
         assert (
             "lamin"
             in run_code(client, "print(list(get_ipython().magics_manager.magics['line']))")[
