@@ -376,14 +376,15 @@ def bench_anndata(report: Report, sizes: Sizes, work: Path, quick: bool) -> None
     report.add(Row(f"save {what} as h5ad / adata.write_h5ad", o, r, "s", "<= 1.3", o / r <= 1.3))
 
 
-def bench_registry(report: Report, sizes: Sizes, work: Path) -> None:
-    """The registry part of `%lamin load NAME` and `%lamin ls` among many File rows."""
+def filled_instance(root: Path, sizes: Sizes, trash_every: int = 0) -> tuple[Any, Any, int]:
+    """(instance, run, rows): an instance whose registry holds names x versions File rows,
+    inserted with sqlite3; every `trash_every`-th row in the trash (never a name's latest),
+    half of them .parquet, half .h5ad."""
     import sqlite3
 
     import lamin_magic as lm
-    from lamin_magic import files, instance, registry, tracking, views
+    from lamin_magic import registry, tracking
 
-    root = work / "registry-instance"
     inst = lm.init(root)
     run = tracking.track()
     n = sizes.registry_names * sizes.registry_versions
@@ -394,25 +395,37 @@ def bench_registry(report: Report, sizes: Sizes, work: Path) -> None:
             f"{i:020d}",
             f"name-{i // sizes.registry_versions:06d}",
             i % sizes.registry_versions + 1,
-            ".parquet",
-            1000,
+            ".parquet" if i % 2 else ".h5ad",
+            1000 + i,
             f"{i:022d}",
-            "sha256",
+            "blake3",
             f"{i:020d}.parquet",
             run.id,
             inst.storage_id,
             inst.user_id,
             now,
+            now if trash_every and i % trash_every == 0 else None,
         )
         for i in range(n)
     )
     with con:
         con.executemany(
             "INSERT INTO file (id, name, version, suffix, size, hash, hash_type, key, run_id, "
-            "storage_id, created_by_id, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            "storage_id, created_by_id, created_at, trashed_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             rows,
         )
     con.close()
+    return inst, run, n
+
+
+def bench_registry(report: Report, sizes: Sizes, work: Path) -> None:
+    """The registry part of `%lamin load NAME` and `%lamin ls` among many File rows."""
+    import sqlite3
+
+    from lamin_magic import files, instance, tracking, views
+
+    inst, _, n = filled_instance(work / "registry-instance", sizes)
     tracking.track(new_run=True)  # a reader: its loads are recorded as inputs
     names = [
         f"name-{i:06d}" for i in range(0, sizes.registry_names, max(1, sizes.registry_names // 200))
@@ -470,39 +483,10 @@ def bench_lifecycle(report: Report, sizes: Sizes, work: Path) -> None:
     import sqlite3
 
     import lamin_magic as lm
-    from lamin_magic import instance, registry, tracking, views
+    from lamin_magic import instance, views
 
-    root = work / "lifecycle-instance"
-    inst = lm.init(root)
-    run = tracking.track()
-    n = sizes.registry_names * sizes.registry_versions
-    con = sqlite3.connect(inst.registry_path)
-    now = registry.utcnow().isoformat()
-    rows = (
-        (
-            f"{i:020d}",
-            f"name-{i // sizes.registry_versions:06d}",
-            i % sizes.registry_versions + 1,
-            ".parquet" if i % 2 else ".h5ad",
-            1000 + i,
-            f"{i:022d}",
-            "blake3",
-            f"{i:020d}.parquet",
-            run.id,
-            inst.storage_id,
-            inst.user_id,
-            now,
-            now if i % 10 == 0 else None,  # a tenth in the trash, never a name's latest
-        )
-        for i in range(n)
-    )
-    with con:
-        con.executemany(
-            "INSERT INTO file (id, name, version, suffix, size, hash, hash_type, key, run_id, "
-            "storage_id, created_by_id, created_at, trashed_at) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            rows,
-        )
+    inst, run, n = filled_instance(work / "lifecycle-instance", sizes, trash_every=10)
+    with sqlite3.connect(inst.registry_path) as con:
         # a run read a tenth of what is in the trash: those stay as tombstones
         con.executemany(
             "INSERT INTO run_input (run_id, file_id) VALUES (?, ?)",

@@ -207,20 +207,10 @@ def list_files(
         " WHERE names.k > ? ORDER BY names.k"
     )
     params = [*values, *values, first + page_size, *values, first]
-    rows = [list(r) for r in reg.db.execute_sql(sql, params).fetchall()]
-    more = len(rows) > page_size
-    rows = rows[:page_size]
-    for row in rows:
-        row[3] = human_size(row[3])
-        row[4] = reg.UTCDateTimeField().python_value(row[4])
-    footer = f"more on page {page + 1}" if more else ""
     shown = [f"matching {pattern!r}"] if pattern else []
     shown += [f"{k}={v}" for k, v in filters.items()]
-    title = "files" + (" " + ", ".join(shown) if shown else "")
-    if page > 1:
-        title += f", page {page}"
     columns = ["name", "version", "suffix", "size", "created_at", "id", "description"]
-    return Table(title, columns, rows, footer)
+    return page_of("files", shown, columns, reg.db.execute_sql(sql, params), page, page_size)
 
 
 def list_trash(pattern: str | None, page: int, page_size: int, first: int) -> Table:
@@ -232,17 +222,26 @@ def list_trash(pattern: str | None, page: int, page_size: int, first: int) -> Ta
         " ORDER BY trashed_at DESC LIMIT ? OFFSET ?"
     )
     params: list[Any] = [pattern] if pattern else []
-    rows = [list(r) for r in reg.db.execute_sql(sql, [*params, page_size + 1, first])]
-    more = len(rows) > page_size
-    rows = rows[:page_size]
-    for row in rows:
+    rows = reg.db.execute_sql(sql, [*params, page_size + 1, first])
+    shown = [f"matching {pattern!r}"] if pattern else []
+    columns = ["name", "version", "suffix", "size", "trashed_at", "id"]
+    return page_of("trash", shown, columns, rows, page, page_size)
+
+
+def page_of(
+    what: str, shown: list[str], columns: list[str], rows: Any, page: int, page_size: int
+) -> Table:
+    """A page of file rows (name, version, suffix, size, a time, ...); one row past the page
+    tells whether there is a next one."""
+    found = [list(r) for r in rows]
+    for row in found[:page_size]:
         row[3] = human_size(row[3])
         row[4] = reg.UTCDateTimeField().python_value(row[4])
-    footer = f"more on page {page + 1}" if more else ""
-    title = "trash" + (f" matching {pattern!r}" if pattern else "")
-    if page > 1:
-        title += f", page {page}"
-    return Table(title, ["name", "version", "suffix", "size", "trashed_at", "id"], rows, footer)
+    title = (
+        what + (" " + ", ".join(shown) if shown else "") + (f", page {page}" if page > 1 else "")
+    )
+    footer = f"more on page {page + 1}" if len(found) > page_size else ""
+    return Table(title, columns, found[:page_size], footer)
 
 
 def show_file(spec: str) -> Sections:

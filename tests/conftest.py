@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -85,3 +87,25 @@ def stored_objects(root: Path) -> list[str]:
 def temporaries(root: Path) -> list[str]:
     tmp = root / instance.TEMP_DIR_NAME
     return sorted(p.name for p in tmp.iterdir()) if tmp.exists() else []
+
+
+def cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    """`lamin-magic ARGS` in a fresh process, with no LAMIN_MAGIC_* variable but `env`'s."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LAMIN_MAGIC")}
+    return subprocess.run(
+        [sys.executable, "-m", "lamin_magic.cli", *args],
+        capture_output=True,
+        text=True,
+        env=clean | env,
+        cwd=cwd,
+    )
+
+
+class Payload:
+    """Unpickling this writes a file: proof that code ran."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))

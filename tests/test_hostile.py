@@ -18,6 +18,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import Payload, cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,17 +26,6 @@ import lamin_magic as lm
 from lamin_magic import files, instance
 from lamin_magic.errors import InstanceError, IntegrityError, UnsupportedTypeError, printable
 from lamin_magic.integrity import check
-
-
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMIN_MAGIC")}
-    return subprocess.run(
-        [sys.executable, "-m", "lamin_magic.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-    )
 
 
 def frame(n: int = 3) -> pd.DataFrame:
@@ -205,14 +195,6 @@ def test_a_linked_registry_is_refused(tmp_path):
 
 
 # --- 2. a registry is data from others -----------------------------------------------------
-
-
-class Payload:
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 def test_the_right_to_unpickle_comes_from_the_local_user(tmp_path):

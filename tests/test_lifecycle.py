@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
-from conftest import stored_objects
+from conftest import cli, stored_objects
 from IPython.core.error import UsageError
 
 import lamin_magic as lm
@@ -136,25 +135,15 @@ def test_the_magics_and_the_cli(ip, capsys, tmp_path):
     assert "restored iris@2 from the trash" in capsys.readouterr().out
     ip.run_line_magic("lamin", "rm iris")
     assert "would remove 2 trashed records" in str(ip.run_line_magic("lamin", "gc dry-run"))
-    root = instance.current().root
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMIN_MAGIC")}
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "lamin_magic.cli", "--root", str(root), *args],
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-
-    out = cli("ls", "--trash")
+    root = str(instance.current().root)
+    out = cli("--root", root, "ls", "--trash")
     assert out.returncode == 0 and out.stdout.count("iris") == 2, out.stderr
-    assert cli("restore", "iris@1").stdout == "restored iris@1 from the trash\n"
-    out = cli("rm", "iris@1")
+    assert cli("--root", root, "restore", "iris@1").stdout == "restored iris@1 from the trash\n"
+    out = cli("--root", root, "rm", "iris@1")
     assert "moved iris@1 to the trash (lamin-magic restore iris@1 brings it back)" in out.stdout
-    out = cli("gc")
+    out = cli("--root", root, "gc")
     assert out.returncode == 0 and "removed 2 trashed records" in out.stdout, out.stderr
-    out = cli("restore", "iris@1")
+    out = cli("--root", root, "restore", "iris@1")
     assert out.returncode == 2 and "deleted for good by gc" in out.stderr
     for line, message in [
         ("rm", "write %lamin rm NAME[@VERSION]"),

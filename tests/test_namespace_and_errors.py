@@ -5,17 +5,15 @@ writer.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import stored_objects, temporaries
+from conftest import cli, stored_objects, temporaries
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from IPython.core.error import UsageError
@@ -292,17 +290,6 @@ def test_any_line_is_success_or_one_plain_usage_error(ip, sub, rest):
 
 
 # --- the command line -----------------------------------------------------------------------
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMIN_MAGIC")}
-    return subprocess.run(
-        [sys.executable, "-m", "lamin_magic.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-    )
 
 
 def test_cli_errors_exit_2_with_one_line_and_create_nothing(tmp_path):

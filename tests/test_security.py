@@ -10,20 +10,11 @@ import sys
 
 import pandas as pd
 import pytest
+from conftest import Payload, cli
 
 import lamin_magic as lm
 from lamin_magic import instance, registry
 from lamin_magic.errors import UnsupportedTypeError
-
-
-class Payload:
-    """Unpickling this writes a file: proof that code ran."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 def test_pickle_is_refused_until_the_instance_allows_it(tmp_path):
@@ -117,16 +108,6 @@ def test_a_version_1_registry_is_upgraded_in_place(tmp_path):
 
 def test_cli_init_ls_show_runs_info_and_pickle_flag(tmp_path):
     root = tmp_path / "cli inst"
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LAMIN_MAGIC")}
-        return subprocess.run(
-            [sys.executable, "-m", "lamin_magic.cli", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-        )
 
     out = cli("init", str(root), "--allow-pickle")
     assert out.returncode == 0 and "(pickle allowed)" in out.stdout, out.stderr
