@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="one file: its run, transform, versions and readers")
     p.add_argument("spec", metavar="NAME[@VERSION]")
     sub.add_parser("runs", help="the latest runs and the transforms they ran")
+    p = sub.add_parser("source", help="the code a run executed, cell by cell, as it ran")
+    p.add_argument("run", metavar="RUN", help="a run id (lamin-magic runs lists them)")
     p = sub.add_parser(
         "check",
         help="every record has its bytes (size and hash); every stored object has a record",
@@ -152,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
         print(views.show_file(args.spec))
     elif args.command == "runs":
         print(views.list_runs())
+    elif args.command == "source":
+        print(views.run_source(args.run))
     elif args.command == "info":
         print(views.info())
     elif args.command == "check":

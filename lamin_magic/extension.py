@@ -54,6 +54,7 @@ class Extension:
         self.magics = LaminMagics(shell=self.ip, extension=self)
         self.ip.register_magics(self.magics)
         self.ip.events.register("pre_run_cell", self.find_notebook_before_first_cell)
+        self.ip.events.register("pre_run_cell", self.start_cell)
         self.ip.events.register("post_run_cell", self.post_run_cell)
         try:
             self.track_at_start()
@@ -70,6 +71,7 @@ class Extension:
     def unload(self) -> None:
         hooks = (
             ("pre_run_cell", self.find_notebook_before_first_cell),
+            ("pre_run_cell", self.start_cell),
             ("post_run_cell", self.post_run_cell),
         )
         for event, hook in hooks:
@@ -106,8 +108,28 @@ class Extension:
         tracking.retarget_run(path, how)
         self.title_reader = TitleReader(path)
 
+    def start_cell(self, info: Any) -> None:
+        """Record the code of each cell the user runs, before it runs (silent and inner
+        executions, which keep no history, are not the user's cells)."""
+        if not getattr(info, "store_history", False):
+            return
+        try:
+            # IPython counts the cell before it triggers pre_run_cell: its In [N] is one less
+            count = self.ip.execution_count - 1
+            tracking.start_cell(count, getattr(info, "raw_cell", "") or "")
+        except Exception as e:
+            warn(f"lamin_magic could not record this cell: {e}")
+
     def post_run_cell(self, result: Any) -> None:
-        """After the first cell: record the title read in the background."""
+        """After each cell: its end; after the first: the title read in the background."""
+        count = getattr(getattr(result, "info", None), "store_history", False) and getattr(
+            result, "execution_count", None
+        )
+        try:
+            if count:
+                tracking.finish_cell(count)
+        except Exception as e:
+            warn(f"lamin_magic could not record the end of this cell: {e}")
         try:
             reader, self.title_reader = self.title_reader, None
             if reader is not None:

@@ -310,6 +310,7 @@ def _commit(
         hash_type=written.hash_type,
         key=key,
         run=run.id,
+        cell=tracking.context.cell if run is tracking.context.run else None,
         storage=instance.storage_id,
         created_by=instance.user_id,
         created_at=reg.utcnow(),

@@ -25,6 +25,7 @@ SUBCOMMANDS = (
     "load",
     "ls",
     "show",
+    "source",
     "rm",
     "restore",
     "gc",
@@ -37,6 +38,7 @@ OPTIONS = {
     "save": {"name", "description", "format"},
     "load": {"verify"},
     "ls": {"page", *views.LS_FILTERS},
+    "source": set(),
     "rm": set(),
     "restore": set(),
     "gc": set(),
@@ -133,6 +135,11 @@ class LaminMagics(Magics):
 
         %lamin ls trash [PATTERN] [page=N]
             What is in the trash, every version, most recently trashed first.
+
+        %lamin source [RUN]
+            The code a run (this one by default) executed, cell by cell, in the order it
+            ran, with execution counts and times; recorded as each cell starts, no save of
+            the notebook needed. `%lamin show NAME` shows the cell that saved a file.
 
         %lamin rm NAME[@VERSION]
             Move one version, or every version of NAME, to the trash: hidden from ls, load
@@ -314,6 +321,11 @@ class LaminMagics(Magics):
             raise UsageError("%lamin ls trash takes a PATTERN and page= only")
         pattern = words[0] if words else None
         return views.list_files(pattern, page=page, trash=trash, filters=options)
+
+    def do_source(self, words: list[str], options: dict[str, str]) -> Any:
+        if len(words) > 1:
+            raise UsageError("write %lamin source [RUN]")
+        return views.run_source(words[0] if words else None)
 
     def do_rm(self, words: list[str], options: dict[str, str]) -> None:
         from .lifecycle import delete

@@ -19,7 +19,7 @@ import peewee as pw
 from .errors import InstanceError, InvalidArgumentError, RegistryBusyError, printable
 from .ids import new_id
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 BUSY_TIMEOUT_MS = 10_000  # concurrent writers wait this long instead of failing
 PRAGMAS: dict[str, object] = {
@@ -258,6 +258,7 @@ class File(Record):
     created_at = UTCDateTimeField(default=utcnow)
     trashed_at = UTCDateTimeField(null=True)  # in the trash since; hidden from ls, load, select
     purged_at = UTCDateTimeField(null=True)  # gc removed its bytes; the record stays a tombstone
+    cell = NumberField(null=True)  # the execution count of the cell that saved it, in its run
 
     class Meta:
         table_name = "file"
@@ -301,6 +302,21 @@ class RunInput(pw.Model):
         primary_key = pw.CompositeKey("run", "file")
 
 
+class Cell(pw.Model):
+    """A cell a run executed, as it ran: recorded before it runs, finished after."""
+
+    run = pw.ForeignKeyField(Run, column_name="run_id", on_delete="CASCADE")
+    execution_count = NumberField()
+    source = TextField()
+    started_at = UTCDateTimeField()
+    finished_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        database = db
+        table_name = "cell"
+        primary_key = pw.CompositeKey("run", "execution_count")
+
+
 class Setting(pw.Model):
     """Per-instance settings, e.g. allow_pickle."""
 
@@ -312,7 +328,7 @@ class Setting(pw.Model):
         table_name = "setting"
 
 
-MODELS: list[type[pw.Model]] = [User, Storage, Transform, Run, File, RunInput, Setting]
+MODELS: list[type[pw.Model]] = [User, Storage, Transform, Run, File, RunInput, Cell, Setting]
 
 # peewee's metaclass gives every model a '<Name: str>' repr; records print like the tutorial's
 for _model in (User, Storage, Transform, Run, File):
@@ -338,7 +354,16 @@ def _trash_index(database: pw.SqliteDatabase) -> None:
 
 
 # Upgrades from schema version N to N + 1, run in order in one transaction.
-UPGRADES: dict[int, Callable[[pw.SqliteDatabase], None]] = {1: _add_settings, 2: _add_trash}
+def _add_cells(database: pw.SqliteDatabase) -> None:
+    database.create_tables([Cell])
+    database.execute_sql("ALTER TABLE file ADD COLUMN cell INTEGER")
+
+
+UPGRADES: dict[int, Callable[[pw.SqliteDatabase], None]] = {
+    1: _add_settings,
+    2: _add_trash,
+    3: _add_cells,
+}
 
 
 def get_setting(key: str, default: str | None = None) -> str | None:
@@ -436,6 +461,22 @@ def close_registry() -> None:
     if not db.deferred and not db.is_closed():
         db.close()
     db.init(None)
+
+
+def write_quickly(sql: str, params: Any) -> bool:
+    """One small write that must not hold up the user's cell: it waits at most 0.2 s for
+    another writer (else it is skipped, and False returned), and commits without waiting
+    for the disk (`synchronous=NORMAL`: kept if the process dies, not through a power cut)."""
+    db.execute_sql("PRAGMA busy_timeout = 200")
+    db.execute_sql("PRAGMA synchronous = NORMAL")
+    try:
+        db.execute_sql(sql, params)
+        return True
+    except RegistryBusyError:
+        return False
+    finally:
+        db.execute_sql(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.execute_sql("PRAGMA synchronous = FULL")
 
 
 def new_user(handle: str) -> User:

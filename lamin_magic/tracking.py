@@ -27,6 +27,7 @@ class Context:
     run: Any = None
     instance_root: Path | None = None
     how: str = ""  # how the notebook was found, or why not
+    cell: int | None = None  # the execution count of the cell running now
 
     def __repr__(self) -> str:
         return f"Context(transform={self.transform!r}, run={self.run!r})"
@@ -210,6 +211,32 @@ def set_title(title: str) -> None:
     if transform is not None and transform.title != title:
         transform.title = title
         transform.save()
+
+
+def start_cell(execution_count: int, source: str) -> None:
+    """Record a cell before it runs, so that it is kept even if it kills the kernel."""
+    from . import registry as reg
+
+    context.cell = execution_count
+    if context.run is None:
+        return
+    reg.write_quickly(
+        "INSERT OR REPLACE INTO cell (run_id, execution_count, source, started_at)"
+        " VALUES (?, ?, ?, ?)",
+        (context.run.id, execution_count, source, reg.utcnow().isoformat()),
+    )
+
+
+def finish_cell(execution_count: int) -> None:
+    from . import registry as reg
+
+    context.cell = None
+    if context.run is None:
+        return
+    reg.write_quickly(
+        "UPDATE cell SET finished_at = ? WHERE run_id = ? AND execution_count = ?",
+        (reg.utcnow().isoformat(), context.run.id, execution_count),
+    )
 
 
 def ensure_run() -> Any:

@@ -98,10 +98,29 @@ class Table:
 
 
 @dataclass
+class Code:
+    """Code under a title: printed as it is, line by line (each line made safe), and as
+    <pre> in HTML."""
+
+    title: str
+    text: str
+
+    def __str__(self) -> str:
+        lines = [printable(self.title), *(printable(x) for x in self.text.splitlines())]
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        code = "\n".join(printable(x) for x in self.text.splitlines())
+        return f"<b>{html.escape(printable(self.title))}</b><pre>{html.escape(code)}</pre>"
+
+
+@dataclass
 class Sections:
     """Several tables shown one after another."""
 
-    parts: list[Table] = field(default_factory=list)
+    parts: list[Table | Code] = field(default_factory=list)
 
     def __str__(self) -> str:
         return "\n\n".join(str(p) for p in self.parts)
@@ -294,7 +313,38 @@ def show_file(spec: str) -> Sections:
         ],
         empty="no run has read it yet (a run's load of its own file is not recorded)",
     )
-    return Sections([record, made, versions, readers])
+    parts: list[Table | Code] = [record, made]
+    if file.cell is not None and file.run_id:
+        cell = reg.Cell.get_or_none(
+            reg.Cell.run == file.run_id, reg.Cell.execution_count == file.cell
+        )
+        if cell is not None:
+            parts.append(Code(f"saved by cell [{file.cell}]", cell.source))
+    return Sections([*parts, versions, readers])
+
+
+def run_source(run_id: str | None = None) -> Sections:
+    """The code a run executed, cell by cell, in the order it ran (the current run's by
+    default), with execution counts and times."""
+    inst.current()
+    run_id = run_id or (tracking.context.run.id if tracking.context.run else None)
+    if run_id is None:
+        raise files.InvalidArgumentError("no run is tracked here; give a run id (lamin-magic runs)")
+    run = reg.Run.get_or_none(reg.Run.id == run_id)
+    if run is None:
+        raise files.NotFoundError(f"no run {run_id!r}; lamin-magic runs lists them")
+    cells = reg.Cell.select().where(reg.Cell.run == run_id).order_by(reg.Cell.execution_count)
+    parts: list[Table | Code] = [
+        Code(
+            f"In [{c.execution_count}] {_cell(c.started_at)}"
+            + ("" if c.finished_at is not None else " (no end: still running, or stopped)"),
+            c.source,
+        )
+        for c in cells
+    ]
+    if not parts:
+        parts = [Table(f"run {run_id}", [], [], empty="no cell recorded")]
+    return Sections(parts)
 
 
 def size_and_bytes(size: Any) -> str:

@@ -124,7 +124,7 @@ CASES = [
     Case(
         "a registry with a newer schema",
         "ls",
-        "newer than this lamin_magic understands (3); upgrade: pip install -U lamin_magic",
+        "newer than this lamin_magic understands (4); upgrade: pip install -U lamin_magic",
         setup=newer_schema,
     ),
     Case(

@@ -340,7 +340,7 @@ def test_filters_and_trash_through_the_magic(ip):
     )
 
 
-def test_a_schema_2_registry_is_upgraded_to_3(tmp_path):
+def test_a_schema_2_registry_is_upgraded(tmp_path):
     inst = lm.init(tmp_path / "inst")
     lm.add(lm.File(frame(1), name="kept"))
     instance.reset()
@@ -350,6 +350,8 @@ def test_a_schema_2_registry_is_upgraded_to_3(tmp_path):
     con.execute("DROP INDEX file_trashed_at")
     con.execute("ALTER TABLE file DROP COLUMN trashed_at")
     con.execute("ALTER TABLE file DROP COLUMN purged_at")
+    con.execute("DROP TABLE cell")
+    con.execute("ALTER TABLE file DROP COLUMN cell")
     con.execute("PRAGMA user_version = 2")
     con.commit()
     con.close()
@@ -358,7 +360,7 @@ def test_a_schema_2_registry_is_upgraded_to_3(tmp_path):
     lm.restore("kept")
     assert lm.load("kept").x.tolist() == [1]
     con = sqlite3.connect(inst.registry_path)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 4
     indexes = {r[1] for r in con.execute("PRAGMA index_list(file)")}
     assert "file_trashed_at" in indexes
     con.close()

@@ -206,8 +206,8 @@ def test_config_root_traitlet(shell, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("", "%lamin needs a subcommand: save, load, ls, show, rm, restore, gc, track, info, init"),
-        ("bogus", "%lamin has no subcommand 'bogus'; use one of save, load, ls, show, rm, restore"),
+        ("", "%lamin needs a subcommand: save, load, ls, show, source, rm, restore, gc, track"),
+        ("bogus", "%lamin has no subcommand 'bogus'; use one of save, load, ls, show, source, rm"),
         ("save", "%lamin save needs a variable: %lamin save df name=iris"),
         ("save nothere", "'nothere' is not defined; run the cell that creates it first"),
         ("save df.x", "'df.x' is not a variable name; write %lamin save df name=iris"),

@@ -32,8 +32,10 @@ DOCUMENTED = {
         "created_at",
         "trashed_at",
         "purged_at",
+        "cell",
     ],
     "run_input": ["run_id", "file_id"],
+    "cell": ["run_id", "execution_count", "source", "started_at", "finished_at"],
 }
 
 

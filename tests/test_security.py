@@ -94,13 +94,15 @@ def test_a_version_1_registry_is_upgraded_in_place(tmp_path):
     con.execute("DROP INDEX file_trashed_at")
     con.execute("ALTER TABLE file DROP COLUMN trashed_at")
     con.execute("ALTER TABLE file DROP COLUMN purged_at")
+    con.execute("DROP TABLE cell")
+    con.execute("ALTER TABLE file DROP COLUMN cell")
     con.execute("PRAGMA user_version = 1")
     con.commit()
     con.close()
     lm.init(tmp_path / "inst", allow_pickle=True)
     assert lm.load("kept").a.tolist() == [1]
     con = sqlite3.connect(inst.registry_path)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == registry.SCHEMA_VERSION == 3
+    assert con.execute("PRAGMA user_version").fetchone()[0] == registry.SCHEMA_VERSION == 4
     assert con.execute("SELECT count(*) FROM setting").fetchone() == (0,)  # trust is not here
     con.close()
     assert instance.pickle_allowed()  # but in the local user's list
@@ -144,7 +146,9 @@ def test_every_cli_command_has_help():
     parser = build_parser()
     actions = [a for a in parser._actions if a.dest == "command"]
     choices = actions[0].choices
-    assert set(choices) == {"init", "ls", "show", "runs", "info", "check", "rm", "restore", "gc"}
+    assert set(choices) == {
+        *("init", "ls", "show", "runs", "info", "check", "rm", "restore", "gc", "source")
+    }
     for name, sub in choices.items():
         assert sub.format_help().strip(), name
     helps = {a.dest: a.help for a in actions[0]._choices_actions}

@@ -1,0 +1,88 @@
+"""The code that ran: every cell a run executes, as it ran, and the cell that saved each file."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pandas as pd
+import pytest
+from conftest import cli
+from kernels import clean_env, kernel, run_code
+
+import lamin_magic as lm
+from lamin_magic import tracking, views
+
+
+def cell(ip, source: str) -> None:
+    result = ip.run_cell(source, store_history=True)
+    assert result.success, result.error_in_exec
+
+
+def test_cells_are_recorded_as_they_ran(ip):
+    ip.user_ns["pd"] = pd
+    start = ip.execution_count
+    cell(ip, "df = pd.DataFrame({'x': [1]})")
+    cell(ip, "%lamin save df")
+    cell(ip, "df = pd.DataFrame({'x': [2]})")  # the same code again, out of order
+    cell(ip, "%lamin save df")
+    ip.run_cell("silent = 1", store_history=False)  # not a cell of the user's history
+    shown = str(views.run_source())
+    assert shown.count("In [") == 4 and "no end" not in shown
+    blocks = [b.splitlines() for b in shown.split("\n\n")]
+    assert [b[0].split("]")[0] for b in blocks] == [f"In [{start + i}" for i in range(4)]
+    assert [b[1] for b in blocks] == [
+        "df = pd.DataFrame({'x': [1]})",
+        "%lamin save df",
+        "df = pd.DataFrame({'x': [2]})",
+        "%lamin save df",
+    ]
+    assert "silent" not in shown
+    assert [f.cell for f in lm.select(lm.File, order_by="version")] == [start + 1, start + 3]
+    saved = str(views.show_file("df@2"))
+    assert f"saved by cell [{start + 3}]\n%lamin save df" in saved
+    cells = ip.run_line_magic("lamin", "source")
+    assert "%lamin save df" in cells._repr_html_() and "<pre>" in cells._repr_html_()
+
+
+def test_a_cell_is_kept_when_the_kernel_dies_in_it(tmp_path):
+    root = tmp_path / "inst"
+    with kernel(clean_env(LAMIN_MAGIC_ROOT=str(root)), tmp_path) as (km, client):
+        run_code(client, "import pandas as pd\ndf = pd.DataFrame({'x': [1, 2]})")
+        run_code(client, "%lamin save df name=frame")
+        run_code(client, "df['y'] = df.x * 2")
+        run_code(client, "df['y'] = df.x * 2")  # run twice
+        run_id = run_code(
+            client, "print(get_ipython().run_line_magic('lamin', 'info').rows[6][1])"
+        )["stdout"].strip()
+        client.execute("import os; os._exit(1)")  # the kernel dies in this cell
+        for _ in range(100):
+            if not km.is_alive():
+                break
+            time.sleep(0.1)
+    con = sqlite3.connect(root / "inst.lndb")
+    rows = con.execute(
+        "SELECT execution_count, source, finished_at IS NOT NULL FROM cell WHERE run_id = ?"
+        " ORDER BY execution_count",
+        (run_id,),
+    ).fetchall()
+    con.close()
+    sources = [r[1] for r in rows]
+    assert sources[1] == "%lamin save df name=frame"
+    assert sources[2] == sources[3] == "df['y'] = df.x * 2"
+    assert sources[-1] == "import os; os._exit(1)" and rows[-1][2] == 0  # begun, never ended
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+    out = cli("--root", str(root), "source", run_id)
+    assert out.returncode == 0 and "In [2]" in out.stdout and "os._exit(1)" in out.stdout
+    assert "(no end: still running, or stopped)" in out.stdout
+    shown = cli("--root", str(root), "show", "frame").stdout
+    assert "saved by cell [2]\n%lamin save df name=frame" in shown
+
+
+def test_source_of_an_unknown_run_is_one_line(inst):
+    from lamin_magic.errors import NotFoundError
+
+    tracking.track()
+    with pytest.raises(NotFoundError, match="no run 'nothing'; lamin-magic runs lists them"):
+        views.run_source("nothing")
+    assert "no cell recorded" in str(views.run_source())
