@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="one file: its run, transform, versions and readers")
     p.add_argument("spec", metavar="NAME[@VERSION]")
     sub.add_parser("runs", help="the latest runs and the transforms they ran")
+    p = sub.add_parser("env", help="a run's Python and installed distributions")
+    p.add_argument("run", metavar="RUN", help="a run id (lamin-magic runs lists them)")
+    p.add_argument("--diff", metavar="OTHER_RUN", help="what changed from OTHER_RUN to RUN")
     p = sub.add_parser("source", help="the code a run executed, cell by cell, as it ran")
     p.add_argument("run", metavar="RUN", help="a run id (lamin-magic runs lists them)")
     p = sub.add_parser(
@@ -154,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
         print(views.show_file(args.spec))
     elif args.command == "runs":
         print(views.list_runs())
+    elif args.command == "env":
+        print(views.run_environment(args.run, args.diff))
     elif args.command == "source":
         print(views.run_source(args.run))
     elif args.command == "info":

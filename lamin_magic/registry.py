@@ -232,6 +232,7 @@ class Run(Record):
     created_by = pw.ForeignKeyField(User, column_name="created_by_id")
     created_at = UTCDateTimeField(default=utcnow)
     finished_at = UTCDateTimeField(null=True)
+    environment = CharField(null=True)  # the hash of its environment, recorded after it starts
 
 
 _NO_OBJECT = object()
@@ -317,6 +318,19 @@ class Cell(pw.Model):
         primary_key = pw.CompositeKey("run", "execution_count")
 
 
+class Environment(pw.Model):
+    """A Python environment, stored once per distinct content: its version and packages."""
+
+    hash = CharField(primary_key=True)
+    python = TextField()
+    packages = TextField()  # name==version lines, sorted
+    created_at = UTCDateTimeField(default=utcnow)
+
+    class Meta:
+        database = db
+        table_name = "environment"
+
+
 class Setting(pw.Model):
     """Per-instance settings, e.g. allow_pickle."""
 
@@ -328,7 +342,9 @@ class Setting(pw.Model):
         table_name = "setting"
 
 
-MODELS: list[type[pw.Model]] = [User, Storage, Transform, Run, File, RunInput, Cell, Setting]
+MODELS: list[type[pw.Model]] = [
+    *(User, Storage, Transform, Run, File, RunInput, Cell, Environment, Setting)
+]
 
 # peewee's metaclass gives every model a '<Name: str>' repr; records print like the tutorial's
 for _model in (User, Storage, Transform, Run, File):
@@ -354,15 +370,16 @@ def _trash_index(database: pw.SqliteDatabase) -> None:
 
 
 # Upgrades from schema version N to N + 1, run in order in one transaction.
-def _add_cells(database: pw.SqliteDatabase) -> None:
-    database.create_tables([Cell])
+def _add_provenance(database: pw.SqliteDatabase) -> None:
+    database.create_tables([Cell, Environment])
     database.execute_sql("ALTER TABLE file ADD COLUMN cell INTEGER")
+    database.execute_sql("ALTER TABLE run ADD COLUMN environment VARCHAR(255)")
 
 
 UPGRADES: dict[int, Callable[[pw.SqliteDatabase], None]] = {
     1: _add_settings,
     2: _add_trash,
-    3: _add_cells,
+    3: _add_provenance,
 }
 
 

@@ -11,7 +11,8 @@ import atexit
 import json
 import os
 import sys
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ class Context:
     instance_root: Path | None = None
     how: str = ""  # how the notebook was found, or why not
     cell: int | None = None  # the execution count of the cell running now
+    recorders: list[threading.Thread] = field(default_factory=list)  # joined at exit
 
     def __repr__(self) -> str:
         return f"Context(transform={self.transform!r}, run={self.run!r})"
@@ -168,7 +170,70 @@ def track(
         run = reg.Run.create(id=new_id("run"), transform=transform, created_by=instance.user_id)
     context.transform, context.run = transform, run
     context.instance_root, context.how = instance.root, how
+    record_environment_later(run.id, instance.registry_path)
     return run
+
+
+def record_environment_later(run_id: str, registry_path: Path) -> None:
+    """Record the run's Python version and installed distributions in a thread, off the
+    start-up path (reading every distribution's metadata takes tens of milliseconds); the
+    process waits for it at exit, so a short script keeps its environment too."""
+    thread = threading.Thread(
+        target=record_environment,
+        args=(run_id, registry_path),
+        daemon=True,
+        name="lamin-magic-env",
+    )
+    context.recorders.append(thread)
+    thread.start()
+
+
+def record_environment(run_id: str, registry_path: Path) -> None:
+    """In a thread, on a connection of its own to the registry the run is in."""
+    import sqlite3
+
+    from . import registry as reg
+
+    try:
+        python, packages = describe_environment()
+        digest = environment_hash(python, packages)
+        con = sqlite3.connect(registry_path, timeout=2, isolation_level=None)
+        try:
+            con.execute("PRAGMA trusted_schema = 0")
+            con.execute("BEGIN IMMEDIATE")
+            con.execute(
+                "INSERT OR IGNORE INTO environment (hash, python, packages, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                (digest, python, packages, reg.utcnow().isoformat()),
+            )
+            con.execute("UPDATE run SET environment = ? WHERE id = ?", (digest, run_id))
+            con.execute("COMMIT")
+        finally:
+            con.close()
+    except Exception:  # a thread has no one to tell; the run simply has no environment
+        pass
+
+
+def describe_environment() -> tuple[str, str]:
+    """(python version, sorted name==version lines of the installed distributions)."""
+    from importlib.metadata import distributions
+
+    found = set()
+    for dist in distributions():
+        name = dist.metadata["Name"] if dist.metadata else None
+        if name:
+            found.add(f"{name.lower().replace('_', '-')}=={dist.version}")
+    return sys.version.split()[0], "\n".join(sorted(found))
+
+
+def environment_hash(python: str, packages: str) -> str:
+    """22 url-safe base64 characters of a BLAKE2b digest (hashlib: a thread still running
+    at interpreter shutdown cannot import what the BLAKE3 file hashing uses)."""
+    import base64
+    import hashlib
+
+    digest = hashlib.blake2b(f"python=={python}\n{packages}".encode(), digest_size=16).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def _transform_for(kind: str, key: str, name: str, title: str | None) -> Any:
@@ -199,8 +264,9 @@ def retarget_run(path: Path, how: str) -> Any:
     path = path.absolute()
     with reg.db.atomic():
         transform = _transform_for("notebook", str(path), path.stem, None)
+        # one column: saving the whole record would write over what a thread recorded since
+        reg.Run.update(transform=transform).where(reg.Run.id == context.run.id).execute()
         context.run.transform = transform
-        context.run.save()
     context.transform, context.how = transform, how
     return context.run
 
@@ -258,6 +324,8 @@ def _finish(run: Any) -> None:
 
 @atexit.register
 def _finish_at_exit() -> None:
+    for thread in context.recorders:
+        thread.join(timeout=5)
     try:
         if context.run is not None:
             _finish(context.run)

@@ -347,6 +347,42 @@ def run_source(run_id: str | None = None) -> Sections:
     return Sections(parts)
 
 
+def run_environment(run_id: str, other: str | None = None) -> str:
+    """A run's Python and distributions as name==version lines; with `other`, what changed
+    from `other` to this run (+ added, - removed, ~ changed versions)."""
+    inst.current()
+
+    def packages(rid: str) -> dict[str, str]:
+        run = reg.Run.get_or_none(reg.Run.id == rid)
+        if run is None:
+            raise files.NotFoundError(f"no run {rid!r}; lamin-magic runs lists them")
+        env = reg.Environment.get_or_none(reg.Environment.hash == run.environment)
+        if env is None:
+            raise files.NotFoundError(
+                f"run {rid} has no environment recorded (it is recorded in a thread as a run "
+                "starts; a run that ended at once, or made by an older lamin_magic, has none)"
+            )
+        found = {"python": env.python}
+        for line in env.packages.splitlines():
+            name, _, version = line.partition("==")
+            found[name] = version
+        return found
+
+    mine = packages(run_id)
+    if other is None:
+        return "\n".join(printable(f"{k}=={v}") for k, v in mine.items())
+    theirs = packages(other)
+    lines = []
+    for name in sorted(set(mine) | set(theirs)):
+        if name not in theirs:
+            lines.append(f"+ {name}=={mine[name]}")
+        elif name not in mine:
+            lines.append(f"- {name}=={theirs[name]}")
+        elif mine[name] != theirs[name]:
+            lines.append(f"~ {name}=={theirs[name]} -> {mine[name]}")
+    return "\n".join(printable(x) for x in lines) or "the same environment"
+
+
 def size_and_bytes(size: Any) -> str:
     return (
         f"{human_size(size)} ({size:,} bytes)" if isinstance(size, int) and size >= 0 else str(size)

@@ -24,6 +24,9 @@ ENV_VARS = (
 
 
 def forget_instance() -> None:
+    for thread in tracking.context.recorders:  # environments still being recorded
+        thread.join()
+    tracking.context.recorders.clear()
     instance.reset()
     tracking.context.transform = tracking.context.run = None
     tracking.context.instance_root = None

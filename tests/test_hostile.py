@@ -18,7 +18,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import Payload, cli
+from conftest import Payload, cli, forget_instance
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -243,7 +243,7 @@ def test_the_right_to_unpickle_comes_from_the_local_user(tmp_path):
 def test_a_registry_with_triggers_or_views_is_not_opened(tmp_path, planted):
     inst = lm.init(tmp_path / "R")
     kept = lm.add(lm.File(frame(), name="kept")).path
-    instance.reset()
+    forget_instance()
     sql(inst.registry_path, planted)
     before = inst.registry_path.read_bytes()
     with pytest.raises(InstanceError, match=r"holds a (trigger|view) .* did not create"):

@@ -352,6 +352,8 @@ def test_a_schema_2_registry_is_upgraded(tmp_path):
     con.execute("ALTER TABLE file DROP COLUMN purged_at")
     con.execute("DROP TABLE cell")
     con.execute("ALTER TABLE file DROP COLUMN cell")
+    con.execute("DROP TABLE environment")
+    con.execute("ALTER TABLE run DROP COLUMN environment")
     con.execute("PRAGMA user_version = 2")
     con.commit()
     con.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -86,3 +88,41 @@ def test_source_of_an_unknown_run_is_one_line(inst):
     with pytest.raises(NotFoundError, match="no run 'nothing'; lamin-magic runs lists them"):
         views.run_source("nothing")
     assert "no cell recorded" in str(views.run_source())
+
+
+def test_each_run_records_its_environment_once(tmp_path):
+    root = tmp_path / "inst"
+    code = "import lamin_magic as lm\nlm.init({root!r})\nprint(lm.track().id)"
+    runs = []
+    for extra in ("", "import json"):  # two runs of the same environment
+        out = subprocess.run(
+            [sys.executable, "-c", extra + "\n" + code.format(root=str(root))],
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr
+        runs.append(out.stdout.strip())
+    con = sqlite3.connect(root / "inst.lndb")
+    envs = con.execute("SELECT environment FROM run ORDER BY created_at").fetchall()
+    count = con.execute("SELECT COUNT(*) FROM environment").fetchone()[0]
+    con.close()
+    assert envs[0] == envs[1] and envs[0][0] and count == 1  # stored once
+    out = cli("--root", str(root), "env", runs[0])
+    lines = out.stdout.splitlines()
+    assert lines[0] == f"python=={sys.version.split()[0]}"
+    assert f"pandas=={pd.__version__}" in lines and "lamin-magic==0.1.0" in lines
+    assert cli("--root", str(root), "env", runs[1], "--diff", runs[0]).stdout == (
+        "the same environment\n"
+    )
+    # another environment: one distribution more, one changed
+    con = sqlite3.connect(root / "inst.lndb")
+    python, packages = con.execute("SELECT python, packages FROM environment").fetchone()
+    changed = packages.replace(f"pandas=={pd.__version__}", "pandas==1.0") + "\nzzz-extra==1"
+    con.execute("INSERT INTO environment VALUES ('other', ?, ?, '2026-01-01')", (python, changed))
+    con.execute("UPDATE run SET environment = 'other' WHERE id = ?", (runs[1],))
+    con.commit()
+    con.close()
+    diff = cli("--root", str(root), "env", runs[1], "--diff", runs[0]).stdout.splitlines()
+    assert diff == [f"~ pandas=={pd.__version__} -> 1.0", "+ zzz-extra==1"]
+    bad = cli("--root", str(root), "env", "nothing")
+    assert bad.returncode == 2 and "no run 'nothing'" in bad.stderr

@@ -15,7 +15,7 @@ DOCUMENTED = {
     "user": ["id", "handle", "name", "created_at"],
     "storage": ["id", "root", "type", "created_at"],
     "transform": ["id", "version", "name", "title", "type", "key", "created_by_id", "created_at"],
-    "run": ["id", "transform_id", "created_by_id", "created_at", "finished_at"],
+    "run": ["id", "transform_id", "created_by_id", "created_at", "finished_at", "environment"],
     "file": [
         "id",
         "name",
@@ -36,6 +36,7 @@ DOCUMENTED = {
     ],
     "run_input": ["run_id", "file_id"],
     "cell": ["run_id", "execution_count", "source", "started_at", "finished_at"],
+    "environment": ["hash", "python", "packages", "created_at"],
 }
 
 

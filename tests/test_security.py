@@ -96,6 +96,8 @@ def test_a_version_1_registry_is_upgraded_in_place(tmp_path):
     con.execute("ALTER TABLE file DROP COLUMN purged_at")
     con.execute("DROP TABLE cell")
     con.execute("ALTER TABLE file DROP COLUMN cell")
+    con.execute("DROP TABLE environment")
+    con.execute("ALTER TABLE run DROP COLUMN environment")
     con.execute("PRAGMA user_version = 1")
     con.commit()
     con.close()
@@ -147,7 +149,7 @@ def test_every_cli_command_has_help():
     actions = [a for a in parser._actions if a.dest == "command"]
     choices = actions[0].choices
     assert set(choices) == {
-        *("init", "ls", "show", "runs", "info", "check", "rm", "restore", "gc", "source")
+        *("init", "ls", "show", "runs", "info", "check", "rm", "restore", "gc", "source", "env")
     }
     for name, sub in choices.items():
         assert sub.format_help().strip(), name
