@@ -35,6 +35,7 @@ _LAZY = {
     "delete": ("lifecycle", "delete"),
     "restore": ("lifecycle", "restore"),
     "gc": ("lifecycle", "gc"),
+    "lineage": ("lineage", "lineage"),
 }
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "errors",
     "gc",
     "init",
+    "lineage",
     "load",
     "load_ipython_extension",
     "register_format",
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
     from .instance import init
     from .integrity import check
     from .lifecycle import delete, gc, restore
+    from .lineage import lineage
     from .query import select
     from .registry import File, Run, Storage, Transform, User
     from .storage.formats import register_format

@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="one file: its run, transform, versions and readers")
     p.add_argument("spec", metavar="NAME[@VERSION]")
     sub.add_parser("runs", help="the latest runs and the transforms they ran")
+    p = sub.add_parser("lineage", help="the runs and files upstream and downstream of a file")
+    p.add_argument("spec", metavar="NAME[@VERSION]")
+    p.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
+    p.add_argument("--depth", type=int, default=3, help="steps each way (a step is a run)")
     p = sub.add_parser("env", help="a run's Python and installed distributions")
     p.add_argument("run", metavar="RUN", help="a run id (lamin-magic runs lists them)")
     p.add_argument("--diff", metavar="OTHER_RUN", help="what changed from OTHER_RUN to RUN")
@@ -157,6 +161,10 @@ def run(args: argparse.Namespace) -> int:
         print(views.show_file(args.spec))
     elif args.command == "runs":
         print(views.list_runs())
+    elif args.command == "lineage":
+        from .lineage import lineage
+
+        print(lineage(args.spec, args.depth).render(args.format))
     elif args.command == "env":
         print(views.run_environment(args.run, args.diff))
     elif args.command == "source":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from . import files
 from . import instance as inst
@@ -112,20 +111,18 @@ def gc(dry_run: bool = False) -> Collected:
             "SELECT id, name, version, key, size FROM file"
             " WHERE trashed_at IS NOT NULL AND purged_at IS NULL"
         ).fetchall()
-        read = {r[0] for r in _rows("SELECT file_id FROM run_input", "file_id", trashed, 0)}
-        tops = dict(
-            _rows("SELECT name, MAX(version) FROM file", "name", trashed, 1, "GROUP BY name")
-        )
+        ids = sorted({r[0] for r in trashed})
+        sql = "SELECT file_id FROM run_input WHERE file_id IN ({})"
+        read = {r[0] for r in reg.rows_in(sql, ids)}
+        names = sorted({r[1] for r in trashed})
+        sql = "SELECT name, MAX(version) FROM file WHERE name IN ({}) GROUP BY name"
+        tops = dict(reg.rows_in(sql, names))
         keep = [r for r in trashed if r[0] in read or tops.get(r[1]) == r[2]]
         report.tombstones = [f"{r[1]}@{r[2]}" for r in keep]
         kept = {r[0] for r in keep}
         report.deleted = [f"{r[1]}@{r[2]}" for r in trashed if r[0] not in kept]
         now = reg.UTCDateTimeField().db_value(reg.utcnow())
-        for chunk in _chunks(sorted(kept)):
-            marks = ", ".join("?" * len(chunk))
-            reg.db.execute_sql(
-                f"UPDATE file SET purged_at = ? WHERE id IN ({marks})", [now, *chunk]
-            )
+        reg.rows_in("UPDATE file SET purged_at = ? WHERE id IN ({})", sorted(kept), (now,))
         reg.db.execute_sql(  # the rest of the trash, in one statement along its index
             "DELETE FROM file WHERE trashed_at IS NOT NULL AND purged_at IS NULL"
         )
@@ -149,22 +146,5 @@ def gc(dry_run: bool = False) -> Collected:
 
 def _unused_keys(keys: set[str]) -> set[str]:
     """Of these keys, those no record that keeps its bytes uses."""
-    sql = "SELECT key FROM file WHERE purged_at IS NULL AND"
-    return keys - {key for (key,) in _rows(sql, "key", sorted(keys))}
-
-
-def _rows(sql: str, column: str, items: Any, index: int | None = None, tail: str = "") -> list:
-    """Rows of `sql ... column IN (...)` for many values, a chunk at a time (SQLite caps the
-    parameters of one statement). `index` takes the values from that place of each row."""
-    values = sorted({i[index] for i in items} if index is not None else set(items))
-    where = "" if sql.endswith("AND") else " WHERE"
-    found: list = []
-    for chunk in _chunks(values):
-        marks = ", ".join("?" * len(chunk))
-        found += reg.db.execute_sql(f"{sql}{where} {column} IN ({marks}) {tail}", chunk).fetchall()
-    return found
-
-
-def _chunks(ids: list[str], size: int = 500) -> Any:
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
+    sql = "SELECT key FROM file WHERE purged_at IS NULL AND key IN ({})"
+    return keys - {key for (key,) in reg.rows_in(sql, sorted(keys))}

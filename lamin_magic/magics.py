@@ -26,6 +26,7 @@ SUBCOMMANDS = (
     "ls",
     "show",
     "source",
+    "lineage",
     "rm",
     "restore",
     "gc",
@@ -39,6 +40,7 @@ OPTIONS = {
     "load": {"verify"},
     "ls": {"page", *views.LS_FILTERS},
     "source": set(),
+    "lineage": {"depth"},
     "rm": set(),
     "restore": set(),
     "gc": set(),
@@ -140,6 +142,11 @@ class LaminMagics(Magics):
             The code a run (this one by default) executed, cell by cell, in the order it
             ran, with execution counts and times; recorded as each cell starts, no save of
             the notebook needed. `%lamin show NAME` shows the cell that saved a file.
+
+        %lamin lineage NAME[@VERSION] [depth=N]
+            The graph around a file: the run and notebook that made it and the files that run
+            read (upstream), the runs that read it and what they made (downstream), N steps
+            each way (3). A picture in JupyterLab and Notebook 7 (Mermaid), text elsewhere.
 
         %lamin rm NAME[@VERSION]
             Move one version, or every version of NAME, to the trash: hidden from ls, load
@@ -326,6 +333,14 @@ class LaminMagics(Magics):
         if len(words) > 1:
             raise UsageError("write %lamin source [RUN]")
         return views.run_source(words[0] if words else None)
+
+    def do_lineage(self, words: list[str], options: dict[str, str]) -> Any:
+        from .lineage import lineage
+
+        if len(words) != 1:
+            raise UsageError("write %lamin lineage NAME[@VERSION] [depth=N]")
+        text = options.get("depth", "3")
+        return lineage(words[0], files.parse_number(text, f"depth={text}", "depth=3"))
 
     def do_rm(self, words: list[str], options: dict[str, str]) -> None:
         from .lifecycle import delete

@@ -480,6 +480,17 @@ def close_registry() -> None:
     db.init(None)
 
 
+def rows_in(sql: str, values: list[Any], before: tuple[Any, ...] = (), chunk: int = 500) -> list:
+    """The rows of `sql`, whose `{}` is an IN list, for many values: a chunk at a time, as
+    SQLite caps the parameters of one statement. `before` are the parameters ahead of it."""
+    found: list[Any] = []
+    for start in range(0, len(values), chunk):
+        part = values[start : start + chunk]
+        marks = ", ".join("?" * len(part))
+        found += db.execute_sql(sql.format(marks), [*before, *part]).fetchall()
+    return found
+
+
 def write_quickly(sql: str, params: Any) -> bool:
     """One small write that must not hold up the user's cell: it waits at most 0.2 s for
     another writer (else it is skipped, and False returned), and commits without waiting

@@ -206,8 +206,11 @@ def test_config_root_traitlet(shell, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("", "%lamin needs a subcommand: save, load, ls, show, source, rm, restore, gc, track"),
-        ("bogus", "%lamin has no subcommand 'bogus'; use one of save, load, ls, show, source, rm"),
+        ("", "%lamin needs a subcommand: save, load, ls, show, source, lineage, rm, restore, gc"),
+        (
+            "bogus",
+            "%lamin has no subcommand 'bogus'; use one of save, load, ls, show, source, lineage",
+        ),
         ("save", "%lamin save needs a variable: %lamin save df name=iris"),
         ("save nothere", "'nothere' is not defined; run the cell that creates it first"),
         ("save df.x", "'df.x' is not a variable name; write %lamin save df name=iris"),

@@ -126,3 +126,63 @@ def test_each_run_records_its_environment_once(tmp_path):
     assert diff == [f"~ pandas=={pd.__version__} -> 1.0", "+ zzz-extra==1"]
     bad = cli("--root", str(root), "env", "nothing")
     assert bad.returncode == 2 and "no run 'nothing'" in bad.stderr
+
+
+def notebooks(tmp_path, *names: str) -> list:
+    found = []
+    for name in names:
+        path = tmp_path / f"{name}.ipynb"
+        path.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+        found.append(path)
+    return found
+
+
+def test_lineage_across_two_notebooks(inst, tmp_path, ip):
+    from lamin_magic.lineage import lineage
+
+    a, b, c = notebooks(tmp_path, "A", "B", "C")
+    lm.track(a, new_run=True)
+    lm.add(lm.File(pd.DataFrame({"x": [1]}), name="x"))
+    lm.track(b, new_run=True)
+    lm.load("x")
+    lm.add(lm.File(pd.DataFrame({"y": [2]}), name="y"))
+    lm.track(c, new_run=True)
+    lm.load("y")
+    lm.add(lm.File(pd.DataFrame({"z": [3]}), name="z"))
+    graph = lineage("y")
+    text = str(graph).splitlines()
+    assert text[0] == "lineage of y@1 (depth 3)"
+    edges = {line.strip() for line in text[1:]}
+    run_of = {n.label.split(" (")[0]: n.label for n in graph.nodes.values() if n.kind == "run"}
+    assert edges == {
+        f"{run_of['A']} --made--> x@1",
+        f"x@1 --read by--> {run_of['B']}",
+        f"{run_of['B']} --made--> y@1",
+        f"y@1 --read by--> {run_of['C']}",
+        f"{run_of['C']} --made--> z@1",
+    }
+    # a step is a run and its files: one step from x reaches y, not z
+    near = [n.label for n in lineage("x", depth=1).nodes.values() if n.kind == "file"]
+    assert sorted(near) == ["x@1", "y@1"]
+    mermaid = graph.mermaid()
+    assert mermaid.startswith("flowchart LR") and '["x@1"]' in mermaid and "-->" in mermaid
+    assert graph.dot().startswith("digraph lineage {") and 'label="z@1", shape=box' in graph.dot()
+    # in Jupyter: Markdown holding a Mermaid block (JupyterLab 4.1+ and Notebook 7 draw it)
+    shown = ip.run_line_magic("lamin", "lineage y depth=2")
+    assert shown._repr_markdown_().startswith("```mermaid\nflowchart LR")
+    assert repr(shown).startswith("lineage of y@1 (depth 2)")
+    out = cli("--root", str(inst.root), "lineage", "y", "--format", "mermaid")
+    assert out.returncode == 0 and out.stdout.startswith("flowchart LR"), out.stderr
+    assert "z@1" not in cli("--root", str(inst.root), "lineage", "x", "--depth", "1").stdout
+
+
+def test_lineage_of_a_file_nobody_read_and_bad_depths(inst):
+    from lamin_magic.errors import InvalidArgumentError
+    from lamin_magic.lineage import lineage
+
+    lm.add(lm.File(pd.DataFrame({"x": [1]}), name="alone"))
+    text = str(lineage("alone"))
+    assert "--made-->" in text and "read by" not in text
+    for depth in (0, 21, "3", True):
+        with pytest.raises(InvalidArgumentError, match="depth must be a whole number"):
+            lineage("alone", depth=depth)

@@ -149,7 +149,20 @@ def test_every_cli_command_has_help():
     actions = [a for a in parser._actions if a.dest == "command"]
     choices = actions[0].choices
     assert set(choices) == {
-        *("init", "ls", "show", "runs", "info", "check", "rm", "restore", "gc", "source", "env")
+        *(
+            "init",
+            "ls",
+            "show",
+            "runs",
+            "info",
+            "check",
+            "rm",
+            "restore",
+            "gc",
+            "source",
+            "env",
+            "lineage",
+        )
     }
     for name, sub in choices.items():
         assert sub.format_help().strip(), name
