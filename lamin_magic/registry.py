@@ -383,11 +383,6 @@ UPGRADES: dict[int, Callable[[pw.SqliteDatabase], None]] = {
 }
 
 
-def get_setting(key: str, default: str | None = None) -> str | None:
-    row = Setting.get_or_none(Setting.key == key)
-    return row.value if row is not None else default
-
-
 def _schema_version() -> int:
     return int(db.execute_sql("PRAGMA user_version").fetchone()[0])
 
