@@ -29,7 +29,8 @@ class Context:
     instance_root: Path | None = None
     how: str = ""  # how the notebook was found, or why not
     cell: int | None = None  # the execution count of the cell running now
-    recorders: list[threading.Thread] = field(default_factory=list)  # joined at exit
+    # environments still to record, each (its wake-up, its thread), finished at exit
+    recorders: list[tuple[threading.Event, threading.Thread]] = field(default_factory=list)
 
     def __repr__(self) -> str:
         return f"Context(transform={self.transform!r}, run={self.run!r})"
@@ -174,18 +175,30 @@ def track(
     return run
 
 
+ENVIRONMENT_DELAY = 2.0  # seconds: after a kernel's start, not competing with it for the GIL
+
+
 def record_environment_later(run_id: str, registry_path: Path) -> None:
-    """Record the run's Python version and installed distributions in a thread, off the
-    start-up path (reading every distribution's metadata takes tens of milliseconds); the
-    process waits for it at exit, so a short script keeps its environment too."""
-    thread = threading.Thread(
-        target=record_environment,
-        args=(run_id, registry_path),
-        daemon=True,
-        name="lamin-magic-env",
-    )
-    context.recorders.append(thread)
+    """Record the run's Python version and installed distributions a little later, in a
+    thread (reading every distribution's metadata takes ~100 ms of Python, which would slow
+    a kernel's start even from a thread); a process that ends sooner records it at exit."""
+    wake = threading.Event()
+
+    def later() -> None:
+        wake.wait(ENVIRONMENT_DELAY)
+        record_environment(run_id, registry_path)
+
+    thread = threading.Thread(target=later, daemon=True, name="lamin-magic-env")
+    context.recorders.append((wake, thread))
     thread.start()
+
+
+def finish_recorders() -> None:
+    """At exit: environments not recorded yet are recorded now."""
+    for wake, thread in context.recorders:
+        wake.set()
+        thread.join(timeout=5)
+    context.recorders.clear()
 
 
 def record_environment(run_id: str, registry_path: Path) -> None:
@@ -324,8 +337,7 @@ def _finish(run: Any) -> None:
 
 @atexit.register
 def _finish_at_exit() -> None:
-    for thread in context.recorders:
-        thread.join(timeout=5)
+    finish_recorders()
     try:
         if context.run is not None:
             _finish(context.run)

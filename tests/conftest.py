@@ -24,9 +24,7 @@ ENV_VARS = (
 
 
 def forget_instance() -> None:
-    for thread in tracking.context.recorders:  # environments still being recorded
-        thread.join()
-    tracking.context.recorders.clear()
+    tracking.finish_recorders()  # environments still to record
     instance.reset()
     tracking.context.transform = tracking.context.run = None
     tracking.context.instance_root = None
