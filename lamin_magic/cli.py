@@ -111,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with frontend("cli"):
             return run(args)
+    except BrokenPipeError:  # the reader stopped reading (| head): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (LaminMagicError, OSError) as e:
         fail(str(e) if isinstance(e, LaminMagicError) else f"{e.strerror or e} ({e.filename})")
     except Exception as e:  # a bug: still one line, and the way to see more
@@ -148,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         from . import lifecycle
 
         moved = getattr(lifecycle, "delete" if args.command == "rm" else "restore")(args.spec)
-        names = ", ".join(f"{f.name}@{f.version}" for f in moved)
+        names = lifecycle.names_of(moved)
         if args.command == "rm":
             print(f"moved {names} to the trash (lamin-magic restore {args.spec} brings it back)")
         else:

@@ -340,11 +340,15 @@ def get_file(name: str, version: int | None = None, include_trash: bool = False)
         raise NotFoundError(
             f"{name!r} has no version {version}; it has versions {', '.join(map(str, versions))}"
         )
-    if query.exists():
+    if version is not None and query.exists():
+        raise NotFoundError(f"{name!r} has no version {version}; its versions are in the trash")
+    if query.where(reg.File.purged_at.is_null()).exists():
         raise NotFoundError(
             f"every version of {name!r} is in the trash; {command('restore', name)} brings "
             "them back"
         )
+    if query.exists():
+        raise NotFoundError(f"every version of {name!r} was deleted for good by gc")
     names = [f.name for f in live(reg.File.select(reg.File.name)).distinct()]
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"{command('ls')} lists what is stored"

@@ -206,7 +206,7 @@ def _scan_folder(instance: inst.Instance, keys: set[str]) -> tuple[int, list[Pro
             continue
         if is_stored_name(entry.name) and not entry.is_symlink():
             problems.append(
-                Problem("orphan", str(entry), "no record points at it; an interrupted save")
+                Problem("orphan", str(entry), "no record points at it (a save or gc interrupted)")
             )
         else:
             problems.append(Problem("stranger", str(entry), _stranger(entry)))

@@ -23,7 +23,7 @@ from pathlib import Path
 from . import files
 from . import instance as inst
 from . import registry as reg
-from .errors import NotFoundError, command
+from .errors import InvalidArgumentError, NotFoundError, command
 
 
 def _matching(spec: str, trashed: bool) -> list[reg.File]:
@@ -38,12 +38,19 @@ def _matching(spec: str, trashed: bool) -> list[reg.File]:
         files.get_file(name, version)  # raises with a hint (close names, known versions)
     state = [f for f in records if (f.trashed_at is not None) == trashed and not f.purged_at]
     if not state:
+        if all(f.purged_at for f in records):
+            raise NotFoundError(f"{spec} was deleted for good by gc")
         if trashed:
-            if any(f.purged_at for f in records):
-                raise NotFoundError(files.in_trash(records[-1], spec))
             raise NotFoundError(f"{spec} is not in the trash; {command('trash')} lists it")
         raise NotFoundError(f"{spec} is already in the trash; {command('trash')} lists it")
     return state
+
+
+def names_of(records: list[reg.File], shown: int = 10) -> str:
+    """'iris@1, iris@2', or the first few and how many more."""
+    labels = [files.label(f) for f in records]
+    more = f" and {len(labels) - shown} more" if len(labels) > shown else ""
+    return ", ".join(labels[:shown]) + more
 
 
 def delete(spec: str) -> list[reg.File]:
@@ -83,12 +90,12 @@ class Collected:
         from .errors import printable
         from .views import human_size
 
-        verb = "would remove" if self.dry_run else "removed"
+        verb = "would" if self.dry_run else "did"
         lines = [
-            f"gc {verb} {len(self.deleted) + len(self.tombstones)} trashed records "
-            f"({len(self.tombstones)} kept as tombstones: read by a run, or a name's latest "
-            f"number) and {len(self.removed)} stored objects, {human_size(self.freed)} freed"
-            f" in {self.instance}"
+            f"gc {verb}: delete {len(self.deleted)} trashed records, keep "
+            f"{len(self.tombstones)} as tombstones without their bytes (read by a run, or a "
+            f"name's latest number), remove {len(self.removed)} stored objects no record "
+            f"uses ({human_size(self.freed)}) in {self.instance}"
         ]
         named = self.deleted + self.tombstones
         lines += [f"  {printable(x)}" for x in named[:SHOWN]]
@@ -103,6 +110,8 @@ def gc(dry_run: bool = False) -> Collected:
     """Remove for good what is in the trash, and the bytes no record outside it uses."""
     from .integrity import scan_folder
 
+    if not isinstance(dry_run, bool):
+        raise InvalidArgumentError(f"dry_run takes True or False, not {dry_run!r}")
     instance = inst.current()
     report = Collected(str(instance.root), dry_run)
     with reg.db.atomic() as transaction:

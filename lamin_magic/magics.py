@@ -418,8 +418,9 @@ def describe_object(obj: Any) -> str:
 
 
 def trash_message(verb: str, moved: list[Any], where: str, undo: str) -> str:
-    names = ", ".join(f"{f.name}@{f.version}" for f in moved)
-    return f"{verb} {names} {where}" + (f" ({undo} brings it back)" if undo else "")
+    from .lifecycle import names_of
+
+    return f"{verb} {names_of(moved)} {where}" + (f" ({undo} brings it back)" if undo else "")
 
 
 def yes_or_no(value: str, option: str) -> bool:

@@ -84,12 +84,18 @@ def select(
     query = model.select()
     for key, value in filters.items():
         query = query.where(condition(model, key, value))
+    if trashed not in (False, True, None):
+        raise InvalidArgumentError(f"trashed takes True, False or None, not {trashed!r}")
+    if trashed and model is not reg.File:
+        raise InvalidArgumentError(f"only files go to the trash; {model.__name__} has none")
     if model is reg.File and trashed is not None:
         if trashed:
             query = query.where(reg.File.trashed_at.is_null(False), reg.File.purged_at.is_null())
         else:
             query = query.where(reg.File.trashed_at.is_null())
     if order_by is not None:
+        if not isinstance(order_by, str):
+            raise InvalidArgumentError(f"order_by takes a field name, not {order_by!r}")
         name = order_by.removeprefix("-")
         ordered = field_of(model, name, "order_by")
         query = query.order_by(ordered.desc() if order_by.startswith("-") else ordered.asc())
@@ -132,6 +138,8 @@ def condition(model: type[reg.Record], key: str, value: Any) -> Any:
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
             raise InvalidArgumentError(f"{key}= takes a list of values, not {value!r}")
         return field.in_([db_value(field, v, key) for v in value])
+    if isinstance(value, (list, tuple, set, frozenset, dict)):
+        raise InvalidArgumentError(f"{key}= takes one value, not {value!r}; {name}__in= a list")
     value = db_value(field, value, key)
     if lookup in ("startswith", "contains"):
         if not isinstance(value, str):

@@ -179,7 +179,7 @@ def file_conditions(filters: dict[str, str]) -> tuple[str, list[Any]]:
             params.append(parse_size(text, option))
         elif option in ("since", "until"):
             sql += " AND +created_at >= ?" if option == "since" else " AND +created_at < ?"
-            params.append(as_utc(text, option).isoformat())
+            params.append(reg.UTCDateTimeField().db_value(as_utc(text, option)))
         else:
             known = ", ".join(f"{k}=" for k in LS_FILTERS)
             raise files.InvalidArgumentError(f"ls has no filter {option}=; its filters: {known}")
