@@ -35,7 +35,7 @@ _LAZY = {
     "delete": ("lifecycle", "delete"),
     "restore": ("lifecycle", "restore"),
     "gc": ("lifecycle", "gc"),
-    "lineage": ("lineage", "lineage"),
+    "lineage": ("graph", "lineage"),
 }
 
 __all__ = [
@@ -65,10 +65,10 @@ __all__ = [
 if TYPE_CHECKING:
     from . import errors
     from .files import add, load
+    from .graph import lineage
     from .instance import init
     from .integrity import check
     from .lifecycle import delete, gc, restore
-    from .lineage import lineage
     from .query import select
     from .registry import File, Run, Storage, Transform, User
     from .storage.formats import register_format

@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "runs":
         print(views.list_runs())
     elif args.command == "lineage":
-        from .lineage import lineage
+        from .graph import lineage
 
         print(lineage(args.spec, args.depth).render(args.format))
     elif args.command == "env":

@@ -335,7 +335,7 @@ class LaminMagics(Magics):
         return views.run_source(words[0] if words else None)
 
     def do_lineage(self, words: list[str], options: dict[str, str]) -> Any:
-        from .lineage import lineage
+        from .graph import lineage
 
         if len(words) != 1:
             raise UsageError("write %lamin lineage NAME[@VERSION] [depth=N]")

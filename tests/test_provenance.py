@@ -138,7 +138,7 @@ def notebooks(tmp_path, *names: str) -> list:
 
 
 def test_lineage_across_two_notebooks(inst, tmp_path, ip):
-    from lamin_magic.lineage import lineage
+    from lamin_magic.graph import lineage
 
     a, b, c = notebooks(tmp_path, "A", "B", "C")
     lm.track(a, new_run=True)
@@ -178,7 +178,7 @@ def test_lineage_across_two_notebooks(inst, tmp_path, ip):
 
 def test_lineage_of_a_file_nobody_read_and_bad_depths(inst):
     from lamin_magic.errors import InvalidArgumentError
-    from lamin_magic.lineage import lineage
+    from lamin_magic.graph import lineage
 
     lm.add(lm.File(pd.DataFrame({"x": [1]}), name="alone"))
     text = str(lineage("alone"))
@@ -186,3 +186,19 @@ def test_lineage_of_a_file_nobody_read_and_bad_depths(inst):
     for depth in (0, 21, "3", True):
         with pytest.raises(InvalidArgumentError, match="depth must be a whole number"):
             lineage("alone", depth=depth)
+
+
+def test_lineage_is_the_function_after_its_module_is_imported(inst):
+    import importlib
+
+    importlib.import_module("lamin_magic.graph")
+    assert callable(lm.lineage)
+
+
+def test_mermaid_labels_show_as_they_are():
+    from lamin_magic.graph import mermaid_text
+
+    hostile = '<img src=x onerror=alert(1)> x&amp;y a #35; b tab%%{init}%% "q"'
+    text = mermaid_text(hostile)
+    assert not any(c in text.replace("#", "").replace(";", "") for c in '"&<>%')
+    assert text.startswith("#60;img src=x onerror=alert(1)#62; x#38;amp;y a #35;35;")

@@ -1,5 +1,7 @@
 """The graph around a file: upstream (the run that made it, its notebook, the files that run
 read, and so on) and downstream (the runs that read it and what they made), to a depth.
+`lm.lineage` is in a module of another name: importing a submodule `lineage` would hide the
+function behind the module on the package.
 
 Each step is an indexed lookup (a file's run, a run's inputs, a file's readers, a run's
 outputs), so the picture costs the size of the neighbourhood, not of the instance. Shown as
@@ -73,7 +75,7 @@ class Lineage:
         lines = ["flowchart LR"]
         for node in self.nodes.values():
             shape = ("[", "]") if node.kind == "file" else ("([", "])")
-            text = printable(node.label).replace('"', "#quot;")
+            text = mermaid_text(node.label)
             lines.append(f'  {_mermaid_id(node.id)}{shape[0]}"{text}"{shape[1]}')
         lines.append(f"  style {_mermaid_id(self.focus)} stroke-width:3px")
         for a, b in sorted(self.edges):
@@ -99,6 +101,12 @@ class Lineage:
 
     def _name(self, node_id: str) -> str:
         return printable(self.nodes[node_id].label)
+
+
+def mermaid_text(label: str) -> str:
+    """A label Mermaid shows as it is: the characters it reads as markup (a quote, an
+    entity, a tag, a directive) written as its #code; entities."""
+    return "".join(f"#{ord(c)};" if c in '"#&<>%' else c for c in printable(label))
 
 
 def _mermaid_id(record_id: str) -> str:
