@@ -228,14 +228,24 @@ def record_environment(run_id: str, registry_path: Path) -> None:
 
 
 def describe_environment() -> tuple[str, str]:
-    """(python version, sorted name==version lines of the installed distributions)."""
-    from importlib.metadata import distributions
+    """(python version, sorted name==version lines of the installed distributions).
 
+    Read from the names of the `*.dist-info` / `*.egg-info` entries on `sys.path`
+    (`pandas-2.3.3.dist-info`), not from each one's METADATA: ~5 ms instead of ~100 ms of
+    Python that would hold the GIL while the user's cells run.
+    """
     found = set()
-    for dist in distributions():
-        name = dist.metadata["Name"] if dist.metadata else None
-        if name:
-            found.add(f"{name.lower().replace('_', '-')}=={dist.version}")
+    for folder in sys.path:
+        try:
+            entries = os.listdir(folder or ".")
+        except OSError:
+            continue
+        for entry in entries:
+            stem, dot, kind = entry.rpartition(".")
+            if dot and kind in ("dist-info", "egg-info") and "-" in stem:
+                name, _, version = stem.partition("-")
+                version = version.split("-")[0].removesuffix(".py")  # egg-info: -py3.11
+                found.add(f"{name.lower().replace('_', '-')}=={version}")
     return sys.version.split()[0], "\n".join(sorted(found))
 
 
