@@ -57,7 +57,7 @@ COMMANDS = {
     ),
     "restore": ("%lamin restore {}", "lamin-magic restore {}", "lm.restore({})"),
     "trash": ("%lamin ls trash", "lamin-magic ls --trash", "lm.select(lm.File, trashed=True)"),
-    "gc": ("lamin-magic gc (in a shell)", "lamin-magic gc", "lm.gc()"),
+    "gc": ("%lamin gc", "lamin-magic gc", "lm.gc()"),
 }
 FRONTENDS = ("magic", "cli", "api")
 _frontend: ContextVar[str] = ContextVar("lamin_magic_frontend", default="api")

@@ -161,7 +161,8 @@ class LaminMagics(Magics):
             (lineage stays sound; a number is never given twice).
 
         %lamin show NAME[@VERSION]
-            One file: its record, the run and notebook that made it, its versions, its readers.
+            One file: its record, the run and notebook that made it, the cell that saved it,
+            its versions, the runs that read it.
 
         %lamin track [PATH] [title=TEXT]
             Track this notebook (or PATH) and start a new run.
