@@ -58,8 +58,9 @@ def delete(spec: str) -> list[reg.File]:
     inst.current()
     with reg.db.atomic():
         moved = _matching(spec, trashed=False)
-        now = reg.utcnow()
-        reg.File.update(trashed_at=now).where(reg.File.id.in_([f.id for f in moved])).execute()
+        now = reg.UTCDateTimeField().db_value(reg.utcnow())
+        ids = [f.id for f in moved]
+        reg.rows_in("UPDATE file SET trashed_at = ? WHERE id IN ({})", ids, (now,))
     return moved
 
 
@@ -68,7 +69,8 @@ def restore(spec: str) -> list[reg.File]:
     inst.current()
     with reg.db.atomic():
         back = _matching(spec, trashed=True)
-        reg.File.update(trashed_at=None).where(reg.File.id.in_([f.id for f in back])).execute()
+        ids = [f.id for f in back]
+        reg.rows_in("UPDATE file SET trashed_at = NULL WHERE id IN ({})", ids)
     return back
 
 
