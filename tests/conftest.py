@@ -90,6 +90,37 @@ def temporaries(root: Path) -> list[str]:
     return sorted(p.name for p in tmp.iterdir()) if tmp.exists() else []
 
 
+# what each schema upgrade added, undone: a registry as an older lamin_magic left it
+DOWNGRADES = {
+    4: [
+        "DROP TABLE cell",
+        "ALTER TABLE file DROP COLUMN cell",
+        "DROP TABLE environment",
+        "ALTER TABLE run DROP COLUMN environment",
+    ],
+    3: [
+        "DROP INDEX file_trashed_at",
+        "ALTER TABLE file DROP COLUMN trashed_at",
+        "ALTER TABLE file DROP COLUMN purged_at",
+    ],
+    2: ["DROP TABLE setting"],
+}
+
+
+def downgrade(registry: Path, to: int) -> None:
+    """Turn a registry of today's schema into one of schema version `to`."""
+    import sqlite3
+
+    con = sqlite3.connect(registry)
+    for version in sorted(DOWNGRADES, reverse=True):
+        if version > to:
+            for statement in DOWNGRADES[version]:
+                con.execute(statement)
+    con.execute(f"PRAGMA user_version = {to}")
+    con.commit()
+    con.close()
+
+
 def cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     """`lamin-magic ARGS` in a fresh process, with no LAMIN_MAGIC_* variable but `env`'s."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LAMIN_MAGIC")}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import sqlite3
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
-from conftest import cli, stored_objects
+from conftest import cli, downgrade, stored_objects
 from IPython.core.error import UsageError
 
 import lamin_magic as lm
@@ -345,19 +346,7 @@ def test_a_schema_2_registry_is_upgraded(tmp_path):
     inst = lm.init(tmp_path / "inst")
     lm.add(lm.File(frame(1), name="kept"))
     instance.reset()
-    import sqlite3
-
-    con = sqlite3.connect(inst.registry_path)
-    con.execute("DROP INDEX file_trashed_at")
-    con.execute("ALTER TABLE file DROP COLUMN trashed_at")
-    con.execute("ALTER TABLE file DROP COLUMN purged_at")
-    con.execute("DROP TABLE cell")
-    con.execute("ALTER TABLE file DROP COLUMN cell")
-    con.execute("DROP TABLE environment")
-    con.execute("ALTER TABLE run DROP COLUMN environment")
-    con.execute("PRAGMA user_version = 2")
-    con.commit()
-    con.close()
+    downgrade(inst.registry_path, 2)
     lm.init(tmp_path / "inst")
     lm.delete("kept")
     lm.restore("kept")
@@ -372,8 +361,6 @@ def test_a_schema_2_registry_is_upgraded(tmp_path):
 def test_sql_of_the_registry_stays_readable(inst):
     lm.add(lm.File(frame(1), name="a"))
     lm.delete("a")
-    import sqlite3
-
     con = sqlite3.connect(inst.registry_path)
     rows = con.execute("SELECT name, version, trashed_at IS NOT NULL, purged_at FROM file")
     assert rows.fetchall() == [("a", 1, 1, None)]

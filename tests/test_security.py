@@ -10,7 +10,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import Payload, cli
+from conftest import Payload, cli, downgrade
 
 import lamin_magic as lm
 from lamin_magic import instance, registry
@@ -89,18 +89,7 @@ def test_a_version_1_registry_is_upgraded_in_place(tmp_path):
     inst = lm.init(tmp_path / "inst")
     lm.add(lm.File(pd.DataFrame({"a": [1]}), name="kept"))
     instance.reset()
-    con = sqlite3.connect(inst.registry_path)
-    con.execute("DROP TABLE setting")  # what schema version 1 had
-    con.execute("DROP INDEX file_trashed_at")
-    con.execute("ALTER TABLE file DROP COLUMN trashed_at")
-    con.execute("ALTER TABLE file DROP COLUMN purged_at")
-    con.execute("DROP TABLE cell")
-    con.execute("ALTER TABLE file DROP COLUMN cell")
-    con.execute("DROP TABLE environment")
-    con.execute("ALTER TABLE run DROP COLUMN environment")
-    con.execute("PRAGMA user_version = 1")
-    con.commit()
-    con.close()
+    downgrade(inst.registry_path, 1)
     lm.init(tmp_path / "inst", allow_pickle=True)
     assert lm.load("kept").a.tolist() == [1]
     con = sqlite3.connect(inst.registry_path)
