@@ -103,7 +103,7 @@ def stored_path(file: reg.File) -> Path:
     return object_path(inst.current().root, file.key, label(file))
 
 
-def _versions(name: str) -> Any:
+def versions_of(name: str) -> Any:
     """Every record of `name` with a number for a version (a row edited by hand may not),
     in the trash or not."""
     return reg.File.select().where(reg.File.name == name, fn.typeof(reg.File.version) == "integer")
@@ -322,7 +322,7 @@ def get_file(name: str, version: int | None = None, include_trash: bool = False)
     """The latest version of `name` not in the trash, or the given one, with a hint when
     there is none. `include_trash` returns trashed records too (show, restore)."""
     inst.current()
-    query = _versions(name)
+    query = versions_of(name)
     if version is not None:
         found = next(iter(reg.File.raw(ONE_VERSION, name, version)), None)
     else:

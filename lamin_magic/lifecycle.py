@@ -30,7 +30,7 @@ def _matching(spec: str, trashed: bool) -> list[reg.File]:
     """The versions `spec` names (NAME: all of them; NAME@V: that one), in or out of the trash."""
     name, version = files.parse_name_version(spec)
     inst.current()
-    query = files._versions(name)
+    query = files.versions_of(name)
     if version is not None:
         query = query.where(reg.File.version == version)
     records = list(query.order_by(reg.File.version))

@@ -146,13 +146,9 @@ def condition(model: type[reg.Record], key: str, value: Any) -> Any:
             raise InvalidArgumentError(f"{key}= takes a string, not {value!r}")
         if lookup == "startswith":  # case-sensitive, and uses the index on names
             return (field >= value) & (field < value + "\U0010ffff")
-        return fn_instr(field, value)
+        return pw.fn.instr(field, value) > 0  # case-sensitive, unlike LIKE
     ops = {"exact": "__eq__", "gt": "__gt__", "gte": "__ge__", "lt": "__lt__", "lte": "__le__"}
     return getattr(field, ops[lookup])(value)
-
-
-def fn_instr(field: Any, value: str) -> Any:
-    return pw.fn.instr(field, value) > 0  # case-sensitive, unlike LIKE
 
 
 def db_value(field: Any, value: Any, key: str) -> Any:

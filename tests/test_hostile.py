@@ -254,11 +254,18 @@ def test_a_registry_with_triggers_or_views_is_not_opened(tmp_path, planted):
     assert kept.exists()
 
 
-def test_a_registry_missing_columns_is_one_line(tmp_path):
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ("ALTER TABLE file DROP COLUMN description", "its table 'file' lacks description"),
+        ("PRAGMA user_version = -1", "schema version -1, which no lamin_magic ever wrote"),
+    ],
+)
+def test_a_registry_edited_by_hand_is_one_line(tmp_path, edit, message):
     inst = lm.init(tmp_path / "R")
     instance.reset()
-    sql(inst.registry_path, "ALTER TABLE file DROP COLUMN description")
-    with pytest.raises(InstanceError, match="its table 'file' lacks description"):
+    sql(inst.registry_path, edit)
+    with pytest.raises(InstanceError, match=message):
         lm.init(tmp_path / "R")
 
 
@@ -506,14 +513,6 @@ def test_a_new_user_reads_without_the_write_lock(tmp_path):
     finally:
         con.execute("ROLLBACK")
         con.close()
-
-
-def test_a_negative_schema_version_is_one_line(tmp_path):
-    inst = lm.init(tmp_path / "R")
-    instance.reset()
-    sql(inst.registry_path, "PRAGMA user_version = -1")
-    with pytest.raises(InstanceError, match="schema version -1, which no lamin_magic ever wrote"):
-        lm.init(tmp_path / "R")
 
 
 def test_a_pipe_in_place_of_stored_bytes_is_never_read(inst):

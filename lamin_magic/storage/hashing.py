@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..errors import IntegrityError
+
 HASH_TYPE_FILE = "blake3"
 HASH_TYPE_FOLDER = "blake3-tree"
 SMALL = 1 << 20  # bytes: below this a file is read, not memory-mapped
@@ -70,8 +72,6 @@ def folder_files(root: Path) -> list[tuple[str, Path]]:
     A symbolic link anywhere below `root` is refused: lamin_magic never writes one, and a
     reader following it would read outside the instance.
     """
-    from ..errors import IntegrityError
-
     found = []
     for dirpath, dirs, files in os.walk(root):
         for name in dirs:  # os.walk lists a link to a folder here, and does not enter it
