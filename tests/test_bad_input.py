@@ -106,7 +106,7 @@ CASES = [
         "save df format=xlsx",
         "unknown format 'xlsx'; use one of: parquet, h5ad, zarr",
     ),
-    Case("int column names", "save intcols", "parquet stores column names as strings"),
+    Case("bool column names", "save intcols", "column False (bool) would come back as True"),
     Case("mixed types in a column", "save mixed", "cannot keep in one column; convert it"),
     Case(
         "bytes missing on load",
@@ -169,7 +169,7 @@ def populate(ip: Any) -> None:
         thing=Thing(),
         settings={"a": 1},
         arr=np.arange(3),
-        intcols=pd.DataFrame({0: [1]}),
+        intcols=pd.DataFrame({True: [1], False: [2]}),
         mixed=pd.DataFrame({"m": [1, "one"]}),
     )
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, BinaryIO
 
 from ..errors import UnsupportedTypeError
+from . import frame_fidelity as fidelity
 from .formats import register_format
 
 BUFFER_SIZE = 2 * 1024 * 1024
@@ -15,17 +17,6 @@ def check_dataframe(df: Any) -> None:
     import pandas as pd
 
     columns = df.columns
-    if isinstance(columns, pd.MultiIndex):
-        raise UnsupportedTypeError(
-            "parquet cannot keep MultiIndex columns faithfully; flatten them first, e.g. "
-            "df.columns = ['_'.join(map(str, c)) for c in df.columns]"
-        )
-    bad = [c for c in columns if not isinstance(c, str)]
-    if bad:
-        raise UnsupportedTypeError(
-            f"parquet stores column names as strings, so {bad[0]!r} would come back as "
-            f"{str(bad[0])!r}; rename first: df.columns = df.columns.astype(str)"
-        )
     if len(columns) == 0 and len(df) > 0 and isinstance(df.index, pd.RangeIndex):
         raise UnsupportedTypeError(
             f"a DataFrame with {len(df)} rows and no columns would come back with no rows; "
@@ -51,7 +42,8 @@ def check_dataframe(df: Any) -> None:
             if isinstance(dtype, pd.CategoricalDtype) and len(dtype.categories):
                 raise UnsupportedTypeError(
                     f"parquet drops the categories of column {name!r} when a DataFrame has no "
-                    "rows; store at least one row, or convert it: df[col].astype(str)"
+                    f"rows; store at least one row, or convert it: "
+                    f"df[{name!r}] = df[{name!r}].astype(str)"
                 )
 
 
@@ -60,12 +52,24 @@ def write_parquet(df: Any, stream: BinaryIO) -> None:
     import pyarrow.parquet as pq
 
     try:
-        table = pa.Table.from_pandas(df)
+        with warnings.catch_warnings():  # mixed-type labels: refused below, with the fix
+            warnings.filterwarnings("ignore", "The DataFrame has column names of mixed type")
+            table = pa.Table.from_pandas(df)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
         raise UnsupportedTypeError(unconvertible_column(df, e)) from e
+    kept = fidelity.plan(df, table)
+    extra = {
+        fidelity.META_KEY: kept.metadata(),
+        fidelity.ATTRS_KEY: fidelity.attrs_metadata(df.attrs),
+    }
+    extra = {k: v for k, v in extra.items() if v is not None}
+    if extra:
+        table = table.replace_schema_metadata({**table.schema.metadata, **extra})
+    strings_checked = kept.check_strings_in_background()
     # pyarrow writes many small pieces; buffering them makes few, large Python-level writes
     with pa.output_stream(stream, buffer_size=BUFFER_SIZE) as buffered:
         pq.write_table(table, buffered)
+    strings_checked()
 
 
 def unconvertible_column(df: Any, error: Exception) -> str:
@@ -86,9 +90,10 @@ def unconvertible_column(df: Any, error: Exception) -> str:
 
 
 def load_parquet(path: Any) -> Any:
-    import pandas as pd
+    import pyarrow.parquet as pq
 
-    return pd.read_parquet(path)
+    table = pq.read_table(path)
+    return fidelity.restore(table.to_pandas(), table)
 
 
 PARQUET = register_format(

@@ -1,0 +1,484 @@
+"""What parquet gives back for a pandas DataFrame: kept exactly, or refused before writing.
+
+pyarrow's round trip changes some things silently: missing values in object columns come back
+as None, ArrowDtype and `string[pyarrow]` indexes or columns as other dtypes, object columns of
+numbers as numeric columns, lists as arrays, a RangeIndex of columns as a plain Index. Before
+writing, `plan` looks at every slot (a column or an index level) and either records how to give
+back exactly what was saved (in the file's schema metadata under `META_KEY`) or refuses it with
+the fix. `restore` applies that record after reading. Only what can change is examined closely:
+plain numeric, datetime and categorical columns cost one dtype comparison each.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from ..errors import UnsupportedTypeError
+
+META_KEY = b"lamin_magic"
+ATTRS_KEY = b"PANDAS_ATTRS"  # where pandas itself keeps df.attrs in a parquet file
+NULL_VALUES: dict[str, Callable[[], Any]] = {}  # filled on first use (needs pandas)
+MAX_SHOWN = 60
+INLINE_SCAN = 100_000  # strings; fewer are checked before writing, more while writing
+
+
+class Plan:
+    """What to record in the file, and the check that runs while the bytes are written."""
+
+    def __init__(self) -> None:
+        self.fixes: dict[str, dict[str, Any]] = {}  # "c3" (column 3) / "i0" (index level 0)
+        self.labels: dict[str, Any] | None = None  # a RangeIndex of columns
+        self.freq: dict[str, str] = {}  # of a DatetimeIndex / TimedeltaIndex: "index", "columns"
+        self.string_slots: list[tuple[str, str, Any]] = []  # (where, code, array): all str?
+
+    def metadata(self) -> bytes | None:
+        if not (self.fixes or self.labels or self.freq):
+            return None
+        record = {"version": 1, "slots": self.fixes, "columns": self.labels, "freq": self.freq}
+        return json.dumps(record).encode()
+
+    def check_strings_in_background(self) -> Callable[[], None]:
+        """Start checking that string slots hold exactly `str`; the returned call waits and
+        raises. The scan holds the GIL but parquet's encoder does not, so they overlap."""
+        failure: list[str] = []
+        if sum(len(array) for _, _, array in self.string_slots) < INLINE_SCAN:
+            _scan_strings(self.string_slots, failure)  # a thread would cost more than the scan
+            if failure:
+                raise UnsupportedTypeError(failure[0])
+            return lambda: None
+        thread = threading.Thread(
+            target=_scan_strings, args=(self.string_slots, failure), daemon=True
+        )
+        thread.start()
+
+        def wait() -> None:
+            thread.join()
+            if failure:
+                raise UnsupportedTypeError(failure[0])
+
+        return wait
+
+
+def plan(df: Any, table: Any) -> Plan:
+    """Decide, per slot, how parquet's round trip is made exact; refuse what cannot be."""
+    import pandas as pd
+
+    _null_values()
+    result = Plan()
+    predicted = _Predicted(table)
+    if not _plain_labels(df.columns):
+        result.labels = _labels(df.columns, predicted.frame.columns)
+    for pos, dtype in enumerate(df.dtypes):
+        if _plain_dtype(dtype):
+            continue
+        label = df.columns[pos]
+        fix = _slot(
+            f"column {_shown(label)}",
+            f"df[{label!r}]",
+            df.iloc[:, pos],
+            table.column(pos),
+            partial(predicted.column_dtype, pos),
+            result,
+            multi=False,
+        )
+        if fix:
+            result.fixes[f"c{pos}"] = fix
+    index = df.index
+    if not (type(index) is pd.RangeIndex and _plain_name(index.name)):
+        _plan_index(index, table, predicted, result)
+    for axis in ("index", "columns"):
+        labels = getattr(df, axis)
+        freq = getattr(labels, "freqstr", None)
+        if freq is not None and not isinstance(labels, pd.PeriodIndex):
+            result.freq[axis] = freq
+    _check_attrs(df.attrs)
+    return result
+
+
+def _plan_index(index: Any, table: Any, predicted: _Predicted, result: Plan) -> None:
+    import pandas as pd
+
+    back = predicted.frame.index
+    if type(index) is not type(back) or list(index.names) != list(back.names):
+        raise UnsupportedTypeError(
+            f"its index ({type(index).__name__} named {list(index.names)}) would come back as a "
+            f"{type(back).__name__} named {list(back.names)}; store it as columns first: "
+            "df = df.reset_index()"
+        )
+    multi = isinstance(index, pd.MultiIndex)
+    fields = json.loads(table.schema.metadata[b"pandas"])["index_columns"]
+    for level, field in enumerate(fields):
+        if not isinstance(field, str):  # a RangeIndex, kept in pandas' metadata
+            continue
+        fix = _slot(
+            f"index level {level}" if multi else "the index",
+            "df.index",
+            index.get_level_values(level) if multi else index,
+            table.column(field),
+            partial(predicted.index_dtype, level),
+            result,
+            multi=multi,
+        )
+        if fix:
+            fix["field"] = field
+            result.fixes[f"i{level}"] = fix
+
+
+class _Predicted:
+    """What to_pandas would make of the table's schema, computed only if a slot needs it."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self._frame: Any = None
+
+    @property
+    def frame(self) -> Any:
+        if self._frame is None:
+            self._frame = self.table.schema.empty_table().to_pandas()
+        return self._frame
+
+    def column_dtype(self, pos: int) -> Any:
+        return self.frame.dtypes.iloc[pos]
+
+    def index_dtype(self, level: int) -> Any:
+        index = self.frame.index
+        return index.dtypes.iloc[level] if index.nlevels > 1 else index.dtype
+
+
+def _plain_dtype(dtype: Any) -> bool:
+    """Numbers, booleans, datetimes and categoricals: parquet keeps their dtype as it is."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(dtype, np.dtype):
+        return dtype.kind in "biufmM"
+    return isinstance(dtype, (pd.CategoricalDtype, pd.DatetimeTZDtype))
+
+
+def _plain_name(name: Any) -> bool:
+    return name is None or type(name) is str
+
+
+def _plain_labels(columns: Any) -> bool:
+    """Column labels that are all `str`, in a plain Index: parquet keeps them as they are."""
+    import pandas as pd
+
+    return (
+        type(columns) is pd.Index
+        and columns.dtype == object
+        and _plain_name(columns.name)
+        and all(type(label) is str for label in columns)
+    )
+
+
+def _slot(
+    where: str,
+    code: str,
+    values: Any,
+    arrow: Any,
+    predict: Callable[[], Any],
+    result: Plan,
+    multi: bool,
+) -> dict[str, Any] | None:
+    import numpy as np
+    import pandas as pd
+
+    dtype = values.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind == "O":
+        return _object_slot(where, code, values, arrow, result, multi)
+    predicted = predict()
+    if _same_dtype(dtype, predicted):
+        return None
+    if isinstance(dtype, pd.ArrowDtype) and pd.ArrowDtype(arrow.type) == dtype:
+        return {"dtype": "arrow"}
+    if isinstance(dtype, pd.StringDtype):
+        na = "nan" if _is_nan(dtype.na_value) else "NA"
+        return {"dtype": "string", "storage": dtype.storage, "na_value": na}
+    raise UnsupportedTypeError(
+        f"{where} has dtype {dtype}, which parquet would give back as {predicted}; "
+        f"convert it first: {code} = {code}.astype({str(predicted)!r})"
+    )
+
+
+def _object_slot(
+    where: str, code: str, values: Any, arrow: Any, result: Plan, multi: bool
+) -> dict[str, Any] | None:
+    """Object slots: strings are checked while writing; anything else must survive Python."""
+    import pyarrow as pa
+
+    array = values.to_numpy(dtype=object)
+    null = None if multi else _null_kind(where, code, array, arrow)
+    if pa.types.is_string(arrow.type) or pa.types.is_large_string(arrow.type):
+        result.string_slots.append((where, code, array))
+        fix: dict[str, Any] = {}
+    else:
+        _check_pylist(where, code, array, arrow, null)
+        fix = {"values": "pylist"}
+    if null is not None:
+        fix["null"] = null
+    return fix or None
+
+
+def _null_values() -> dict[str, Callable[[], Any]]:
+    if not NULL_VALUES:
+        import pandas as pd
+
+        NULL_VALUES.update({"nan": lambda: float("nan"), "NA": lambda: pd.NA})
+    return NULL_VALUES
+
+
+def _null_kind(where: str, code: str, array: Any, arrow: Any) -> str | None:
+    """Which missing value an object slot holds: None (what parquet gives back), NaN or pd.NA."""
+    import numpy as np
+    import pandas as pd
+
+    if not arrow.null_count:
+        return None
+    missing = array[np.asarray(arrow.is_null().to_numpy(zero_copy_only=False), dtype=bool)]
+    kinds = set()
+    for value in missing:
+        if value is None:
+            kinds.add("none")
+        elif value is pd.NA:
+            kinds.add("NA")
+        elif type(value) is float and value != value:
+            kinds.add("nan")
+        else:
+            raise UnsupportedTypeError(
+                f"{where} holds {_shown(value)} as a missing value, which parquet would give "
+                f"back as None; replace it first: {code} = {code}.where({code}.notna(), None)"
+            )
+    if len(kinds) > 1:
+        shown = " and ".join(sorted(kinds)).replace("none", "None").replace("nan", "NaN")
+        raise UnsupportedTypeError(
+            f"{where} holds both {shown} as missing values; parquet keeps one kind: "
+            f"{code} = {code}.where({code}.notna(), None)"
+        )
+    kind = kinds.pop()
+    return None if kind == "none" else kind
+
+
+def _check_pylist(where: str, code: str, array: Any, arrow: Any, null: str | None) -> None:
+    """An object slot that is not strings comes back through Python objects: it must be exact."""
+    back = from_pylist(arrow.to_pylist(), null)
+    for row, (saved, loaded) in enumerate(zip(array, back, strict=True)):
+        if not same_value(saved, loaded):
+            if isinstance(saved, (dict, list, tuple)):
+                fix = f"store it as JSON text first: {code} = {code}.map(json.dumps)"
+            else:
+                fix = (
+                    f"give it one type first, e.g. {code} = {code}.astype({type(loaded).__name__})"
+                )
+            raise UnsupportedTypeError(
+                f"{where} holds {_shown(saved)} ({type(saved).__name__}) at row {row}, which "
+                f"parquet would give back as {_shown(loaded)} ({type(loaded).__name__}); {fix}"
+            )
+
+
+def from_pylist(values: list[Any], null: str | None) -> Any:
+    """An object array of `values`, missing values as `null` (one element at a time, so lists
+    stay lists instead of becoming a second dimension)."""
+    import numpy as np
+
+    out = np.empty(len(values), dtype=object)
+    fill = NULL_VALUES[null] if null else None
+    for i, value in enumerate(values):
+        out[i] = fill() if value is None and fill is not None else value
+    return out
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal, of the same type, with the same representation, all the way down."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        if a != a:
+            return b != b
+        return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(map(same_value, a, b))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same_value(a[k], b[k]) for k in a)
+    try:
+        equal = a == b
+    except Exception:
+        return False
+    return equal is True and repr(a) == repr(b)
+
+
+def _scan_strings(slots: list[tuple[str, str, Any]], failure: list[str]) -> None:
+    import pandas as pd
+
+    allowed = {str, type(None), float, type(pd.NA)}  # missing values were checked before
+    for where, code, array in slots:
+        types = set(map(type, array))
+        if types <= allowed:
+            continue
+        odd = next(t for t in types if t not in allowed)
+        failure.append(
+            f"{where} holds values of type {odd.__module__}.{odd.__qualname__} among its "
+            f"strings, which parquet would give back as str; convert them first: "
+            f"{code} = {code}.map(lambda v: str(v) if isinstance(v, str) else v)"
+        )
+        return
+
+
+def _labels(columns: Any, predicted: Any) -> dict[str, Any] | None:
+    """Column labels come back exactly, or as a RangeIndex we record; else refuse."""
+    import pandas as pd
+
+    if isinstance(columns, pd.RangeIndex):
+        if list(predicted) == list(columns):
+            return {
+                "start": columns.start,
+                "stop": columns.stop,
+                "step": columns.step,
+                "name": columns.name,
+            }
+        raise UnsupportedTypeError(
+            f"its column labels {list(columns)[:5]} would come back changed; "
+            "rename them to strings first: df.columns = df.columns.astype(str)"
+        )
+    if same_index(columns, predicted):
+        return None
+    for saved, loaded in zip(columns, predicted, strict=False):
+        if not same_value(saved, loaded):
+            raise UnsupportedTypeError(
+                f"column {_shown(saved)} ({type(saved).__name__}) would come back as "
+                f"{_shown(loaded)} ({type(loaded).__name__}); rename the columns to strings "
+                f"first: df.columns = df.columns.astype(str)"
+            )
+    raise UnsupportedTypeError(
+        f"its column labels ({type(columns).__name__} of {columns.dtype}, named "
+        f"{list(columns.names)}) would come back as a {type(predicted).__name__} of "
+        f"{predicted.dtype} named {list(predicted.names)}; rename the columns to strings "
+        f"first: df.columns = df.columns.astype(str)"
+    )
+
+
+def same_index(a: Any, b: Any) -> bool:
+    """The same index: class, dtype(s), names, labels and the types of its labels."""
+    import pandas as pd
+
+    if type(a) is not type(b) or list(a.names) != list(b.names) or not a.equals(b):
+        return False
+    if isinstance(a, pd.MultiIndex):
+        return all(same_index(a.levels[i], b.levels[i]) for i in range(a.nlevels)) and all(
+            map(same_value, a, b)
+        )
+    return _same_dtype(a.dtype, b.dtype) and all(map(same_value, a, b))
+
+
+def _same_dtype(a: Any, b: Any) -> bool:
+    import pandas as pd
+
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, pd.CategoricalDtype):  # categories are data, compared with the values
+        return a.ordered == b.ordered
+    if isinstance(a, pd.StringDtype):
+        return a.storage == b.storage and _is_nan(a.na_value) == _is_nan(b.na_value)
+    return bool(a == b)
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and value != value
+
+
+def _check_attrs(attrs: dict[Any, Any]) -> None:
+    if not attrs:
+        return
+    try:
+        back = json.loads(json.dumps(attrs))
+    except (TypeError, ValueError) as e:
+        raise UnsupportedTypeError(
+            f"df.attrs cannot be stored as JSON ({e}); keep only text, numbers, lists and "
+            "dicts with text keys in it"
+        ) from e
+    if not same_value(attrs, back):
+        raise UnsupportedTypeError(
+            f"df.attrs {_shown(attrs)} would come back as {_shown(back)} (parquet keeps it as "
+            "JSON); keep only text, numbers, lists and dicts with text keys in it"
+        )
+
+
+def attrs_metadata(attrs: dict[Any, Any]) -> bytes | None:
+    return json.dumps(attrs).encode() if attrs else None
+
+
+def restore(df: Any, table: Any) -> Any:
+    """Undo what pyarrow's to_pandas changed, as recorded at save time; attrs as pandas does."""
+    metadata = table.schema.metadata or {}
+    if ATTRS_KEY in metadata:
+        df.attrs = json.loads(metadata[ATTRS_KEY])
+    if META_KEY not in metadata:
+        return df
+    import pandas as pd
+
+    _null_values()
+    record = json.loads(metadata[META_KEY])
+    levels: dict[int, Any] = {}
+    for key, fix in record.get("slots", {}).items():
+        kind, pos = key[0], int(key[1:])
+        arrow = table.column(fix["field"] if kind == "i" else pos)
+        if kind == "c":
+            df.isetitem(pos, _restored(df.iloc[:, pos], arrow, fix))
+        else:
+            current = (
+                df.index.get_level_values(pos) if isinstance(df.index, pd.MultiIndex) else df.index
+            )
+            levels[pos] = _restored(current, arrow, fix)
+    if levels:
+        _replace_index_levels(df, levels)
+    labels = record.get("columns")
+    if labels:
+        df.columns = pd.RangeIndex(
+            labels["start"], labels["stop"], labels["step"], name=labels["name"]
+        )
+    for axis, freq in (record.get("freq") or {}).items():
+        labels = getattr(df, axis)
+        setattr(df, axis, type(labels)(labels, freq=freq))
+    return df
+
+
+def _restored(current: Any, arrow: Any, fix: dict[str, Any]) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    dtype = fix.get("dtype")
+    if dtype == "arrow":
+        return pd.arrays.ArrowExtensionArray(arrow)
+    if dtype == "string":
+        na_value = np.nan if fix["na_value"] == "nan" else pd.NA
+        return pd.StringDtype(fix["storage"], na_value=na_value).__from_arrow__(arrow)
+    if fix.get("values") == "pylist":
+        return from_pylist(arrow.to_pylist(), fix.get("null"))
+    values = np.array(current, dtype=object)
+    if fix.get("null"):
+        missing = np.asarray(arrow.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        values[missing] = NULL_VALUES[fix["null"]]()
+    return values
+
+
+def _replace_index_levels(df: Any, levels: dict[int, Any]) -> None:
+    import pandas as pd
+
+    index = df.index
+    if isinstance(index, pd.MultiIndex):
+        arrays = [levels.get(i, index.get_level_values(i)) for i in range(index.nlevels)]
+        df.index = pd.MultiIndex.from_arrays(arrays, names=index.names)
+    else:
+        values = levels[0]
+        df.index = pd.Index(values, dtype=values.dtype, name=index.name)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
