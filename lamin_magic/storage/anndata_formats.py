@@ -6,6 +6,7 @@ import warnings
 from typing import Any
 
 from ..errors import UnsupportedTypeError
+from . import uns_fidelity as uns
 from .formats import register_format
 
 # anndata converts string columns to categoricals in the object it writes unless told not
@@ -34,30 +35,61 @@ def _check_mapping(mapping: Any, where: str) -> None:
             _check_mapping(value, inner)
 
 
+def in_memory(adata: Any) -> Any:
+    """What to write: a backed AnnData is copied into memory, since anndata's writers would
+    point it at the file just written (our temporary, which is then renamed)."""
+    return adata.to_memory() if adata.isbacked else adata
+
+
 def write_h5ad(adata: Any, path: Any) -> None:
-    adata.write_h5ad(path, convert_strings_to_categoricals=False)
+    import anndata
+    import h5py
+
+    record = uns.fixes(adata.uns)
+    in_memory(adata).write_h5ad(path, convert_strings_to_categoricals=False)
+    with h5py.File(path, "r+") as f:
+        uns.verify(adata.uns, anndata.io.read_elem(f["uns"]) if "uns" in f else {}, record)
+        if record:
+            f.attrs[uns.RECORD_KEY] = uns.encode(record)
 
 
 def load_h5ad(path: Any) -> Any:
     import anndata
+    import h5py
 
-    return anndata.read_h5ad(path)
+    adata = anndata.read_h5ad(path)
+    with h5py.File(path, "r") as f:
+        record = f.attrs.get(uns.RECORD_KEY)
+    if record is not None:
+        uns.restore(adata.uns, uns.decode(record))
+    return adata
 
 
 def write_zarr(adata: Any, path: Any) -> None:
     import anndata
+    import zarr
 
+    record = uns.fixes(adata.uns)
     # zarr format 2, pinned: both zarr 2 and zarr 3 read it. anndata warns that its default
     # will change even when the format is set explicitly; that warning is not the user's.
     with warnings.catch_warnings(), anndata.settings.override(zarr_write_format=2):
         warnings.filterwarnings("ignore", message="Writing zarr v2 data", category=UserWarning)
-        adata.write_zarr(str(path), convert_strings_to_categoricals=False)
+        in_memory(adata).write_zarr(str(path), convert_strings_to_categoricals=False)
+    group = zarr.open_group(str(path), mode="r+")
+    uns.verify(adata.uns, anndata.io.read_elem(group["uns"]) if "uns" in group else {}, record)
+    if record:
+        group.attrs[uns.RECORD_KEY] = uns.encode(record)
 
 
 def load_zarr(path: Any) -> Any:
     import anndata
+    import zarr
 
-    return anndata.read_zarr(str(path))
+    adata = anndata.read_zarr(str(path))
+    record = zarr.open_group(str(path), mode="r").attrs.get(uns.RECORD_KEY)
+    if record is not None:
+        uns.restore(adata.uns, uns.decode(record))
+    return adata
 
 
 H5AD = register_format(

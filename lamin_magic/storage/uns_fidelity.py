@@ -1,0 +1,145 @@
+"""AnnData's `uns` comes back exactly as saved, or the save is refused naming the key.
+
+anndata's writers change some values of `uns` on their own: numpy scalars come back as Python
+scalars, numpy string arrays as object arrays, lists as arrays (and a list mixing numbers and
+text as an array of text). Before writing, `fixes` notes the values whose type anndata does not
+keep; after writing, `verify` reads `uns` back from the written file, applies those fixes and
+compares it with the original, value by value and type by type. What matches is recorded in the
+file (an attribute named `RECORD_KEY` on its root) so that a load gives back exactly what was
+saved; anything else refuses the save with the key that would change.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..errors import UnsupportedTypeError
+from .frame_fidelity import same_index, same_value
+
+RECORD_KEY = "lamin_magic"
+Fix = tuple[list[str], str, str]  # (path of keys, kind, argument)
+
+
+def fixes(uns: Any, path: list[str] | None = None) -> list[Fix]:
+    """The values of `uns` that anndata gives back as another type, with how to undo it."""
+    import numpy as np
+
+    path = path or []
+    found: list[Fix] = []
+    for key, value in uns.items():
+        here = [*path, key]
+        if isinstance(value, dict):
+            found += fixes(value, here)
+        elif isinstance(value, np.generic):
+            found.append((here, "scalar", value.dtype.str))
+        elif isinstance(value, np.ndarray) and value.dtype.names:  # scanpy's rank_genes_groups
+            layout = {"descr": value.dtype.descr, "recarray": isinstance(value, np.recarray)}
+            found.append((here, "records", json.dumps(layout)))
+        elif isinstance(value, np.ndarray) and value.dtype.kind in "UO":  # zarr: StringDType
+            found.append((here, "array", value.dtype.str))
+        elif isinstance(value, list):
+            found.append((here, "list", ""))
+    return found
+
+
+def restore(uns: Any, record: list[Fix]) -> None:
+    """Undo, in place, what anndata changed in `uns`, as recorded at save time."""
+    import numpy as np
+
+    for path, kind, argument in record:
+        parent = uns
+        for key in path[:-1]:
+            parent = parent[key]
+        value = parent[path[-1]]
+        if kind == "scalar":
+            parent[path[-1]] = np.dtype(argument).type(value)
+        elif kind == "array":
+            parent[path[-1]] = np.asarray(value).astype(argument)
+        elif kind == "list":
+            parent[path[-1]] = np.asarray(value).tolist()
+        elif kind == "records":
+            layout = json.loads(argument)
+            dtype = np.dtype([tuple(_tuples(field)) for field in layout["descr"]])
+            records = np.asarray(value).astype(dtype)
+            parent[path[-1]] = records.view(np.recarray) if layout["recarray"] else records
+
+
+def _tuples(value: Any) -> Any:
+    """JSON gave back lists where numpy's dtype description has tuples."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def verify(saved: Any, written: Any, record: list[Fix]) -> None:
+    """Refuse, naming the key, if `written` (read back, fixes applied) differs from `saved`."""
+    restore(written, record)
+    problem = difference(dict(saved), dict(written), "adata.uns")  # uns itself is an OrderedDict
+    if problem:
+        raise UnsupportedTypeError(f"{problem}; {FIX}")
+
+
+FIX = "change it to a type anndata keeps (text, numbers, numpy arrays, dicts of those)"
+
+
+def encode(record: list[Fix]) -> str:
+    return json.dumps(record)
+
+
+def decode(text: Any) -> list[Fix]:
+    return [(list(path), kind, argument) for path, kind, argument in json.loads(text)]
+
+
+def difference(a: Any, b: Any, where: str) -> str | None:
+    """Where `b` differs from `a` in value or type, in words; None when they are the same."""
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+
+    if type(a) is not type(b):
+        return f"{where} ({_kind(a)}) would come back as {_kind(b)}"
+    if isinstance(a, dict):
+        if set(a) != set(b):
+            keys = sorted(map(str, a)), sorted(map(str, b))
+            return f"{where} has the keys {keys[0]}, would come back with {keys[1]}"
+        for key in a:
+            found = difference(a[key], b[key], f"{where}[{key!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(a, np.ndarray):
+        if a.dtype != b.dtype or a.shape != b.shape:
+            return f"{where} ({_kind(a)}) would come back as {_kind(b)}"
+        if a.dtype.hasobject:  # object arrays, and records with object fields
+            same = all(map(same_value, a.ravel().tolist(), b.ravel().tolist()))
+        else:
+            same = a.tobytes() == b.tobytes()
+        return None if same else f"{where} would come back with other values"
+    if isinstance(a, np.generic):
+        return None if a.tobytes() == b.tobytes() else f"{where} would come back as {b!r}"
+    if sp.issparse(a):
+        parts = ("data", "indices", "indptr") if hasattr(a, "indptr") else ()
+        same = a.format == b.format and a.dtype == b.dtype and a.shape == b.shape
+        same = same and all(getattr(a, p).tobytes() == getattr(b, p).tobytes() for p in parts)
+        return None if same and parts else f"{where} would come back changed"
+    if isinstance(a, pd.DataFrame):
+        same = same_index(a.columns, b.columns) and same_index(a.index, b.index)
+        same = same and all(
+            repr(a.iloc[:, i].dtype) == repr(b.iloc[:, i].dtype)
+            and all(map(same_value, a.iloc[:, i].tolist(), b.iloc[:, i].tolist()))
+            for i in range(a.shape[1])
+        )
+        return None if same else f"{where} (a DataFrame) would come back changed"
+    if isinstance(a, pd.Categorical):
+        same = a.ordered == b.ordered and same_index(a.categories, b.categories)
+        same = same and a.codes.tobytes() == b.codes.tobytes()
+        return None if same else f"{where} (a Categorical) would come back changed"
+    try:
+        return None if same_value(a, b) else f"{where} = {a!r:.60} would come back as {b!r:.60}"
+    except Exception:
+        return f"{where} ({_kind(a)}) cannot be compared after a round trip"
+
+
+def _kind(value: Any) -> str:
+    dtype = getattr(value, "dtype", None)
+    name = type(value).__name__
+    return f"a {name} of {dtype}" if dtype is not None and name == "ndarray" else f"a {name}"
