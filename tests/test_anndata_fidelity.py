@@ -157,3 +157,20 @@ def test_saving_a_backed_anndata_leaves_it_backed_by_its_own_file(inst, tmp_path
         assert not loaded.isbacked
         assert (loaded.X != backed.to_memory().X).nnz == 0
     assert backed.X[0].shape[1] == backed.n_vars  # still readable from its own file
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize(
+    "values", [["a", np.nan, "c"], pd.Series([1, 2, 3], dtype=object), ["a", None, "c"]]
+)
+def test_obs_text_columns_holding_other_values_are_refused(inst, fmt, values):
+    """zarr would write them as the text 'nan' / '1' without a word; h5ad would fail."""
+    obs = pd.DataFrame({"label": values}, index=["x", "y", "z"])
+    adata = ad.AnnData(np.zeros((3, 1), dtype=np.float32), obs=obs)
+    with pytest.raises(
+        UnsupportedTypeError, match=r"adata.obs\['label'\] holds .*astype\('category'\)"
+    ):
+        lm.add(lm.File(adata, name="labels", format=fmt))
+    adata.obs["label"] = adata.obs["label"].astype("category")
+    loaded = lm.add(lm.File(adata, name="labels", format=fmt)).load()
+    pd.testing.assert_frame_equal(loaded.obs, adata.obs, check_exact=True)

@@ -14,8 +14,28 @@ from .formats import register_format
 
 
 def check_anndata(adata: Any) -> None:
-    """Refuse what anndata's writers fail on, with the fix, before anything is written."""
+    """Refuse what anndata's writers fail on or change, with the fix, before anything is written."""
     _check_mapping(adata.uns, "adata.uns")
+    _check_text_columns(adata.obs, "adata.obs")
+    _check_text_columns(adata.var, "adata.var")
+
+
+def _check_text_columns(frame: Any, where: str) -> None:
+    """anndata writes an object column as text: h5ad refuses anything else in it, and zarr
+    writes it as text ('nan', '1'), which would change the data silently."""
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype != object:
+            continue
+        odd = {type(v) for v in column.to_numpy()} - {str}
+        if odd:
+            kinds = ", ".join(sorted(t.__name__ for t in odd))
+            code = f"{where}[{name!r}]"
+            raise UnsupportedTypeError(
+                f"{code} holds {kinds} values among its text, which anndata would store as text "
+                f"or refuse; make it categorical ({code} = {code}.astype('category')) or give it "
+                "one type"
+            )
 
 
 def _check_mapping(mapping: Any, where: str) -> None:
