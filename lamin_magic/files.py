@@ -10,9 +10,9 @@ from typing import Any
 
 from peewee import fn
 
+from . import durability, tracking
 from . import instance as inst
 from . import registry as reg
-from . import tracking
 from .errors import (
     IntegrityError,
     InvalidArgumentError,
@@ -211,6 +211,7 @@ def add_many(files: list[reg.File], labels: list[str] | None = None) -> list[Sav
                 f"lm.add takes a File, not {type(file).__name__}; "
                 "wrap it: lm.add(lm.File(obj, name=...))"
             )
+    sync = durability.to_disk()
     instance = inst.current()
     results: list[Saved | None] = [
         Saved(f, "unchanged") if _already_stored(f) else None for f in files
@@ -222,16 +223,16 @@ def add_many(files: list[reg.File], labels: list[str] | None = None) -> list[Sav
     try:
         for i, file in todo:
             what = labels[i] if labels else repr(file.name)
-            written.append(write_temp(file._object, file._format, instance.temp_dir, what))
+            written.append(write_temp(file._object, file._format, instance.temp_dir, what, sync))
         trust = StoredBytes(instance.root)
         for (_, file), w in zip(todo, written, strict=True):  # hash twins before the lock
             latest = _latest(file.name)
             if latest is not None and _same_bytes(latest, w, file.suffix):
                 trust.state(latest)
             trust.first_intact(_twins(w, file.suffix))
-        with reg.db.atomic():
+        with reg.transaction(to_disk=sync):
             for (i, file), w in zip(todo, written, strict=True):
-                results[i] = _commit(file, w, run, instance, trust, placed)
+                results[i] = _commit(file, w, run, instance, trust, placed, sync)
     except BaseException:
         for path in placed:
             remove_path(path)
@@ -272,6 +273,7 @@ def _commit(
     instance: inst.Instance,
     trust: StoredBytes,
     placed: list[Path],
+    sync: bool,
 ) -> Saved:
     """One File's record, inside the caller's transaction."""
     from .storage.objects import move_into_place
@@ -283,7 +285,7 @@ def _commit(
         if state == "ok":
             return Saved(latest, "unchanged")
         if state == "missing":  # the same bytes, just written: put them back where they were
-            move_into_place(written.temp_path, stored_path(latest))
+            move_into_place(written.temp_path, stored_path(latest), sync)
             trust.states[str(latest.key)] = "ok"
             return Saved(latest, "unchanged", "its missing bytes were restored")
         note = f"the bytes of {label(latest)} are damaged ({command('check')} lists them)"
@@ -296,7 +298,7 @@ def _commit(
     else:
         key = f"{file_id}{file.suffix}"
         path = instance.root / key
-        move_into_place(written.temp_path, path)
+        move_into_place(written.temp_path, path, sync)
         placed.append(path)
         trust.states[key] = "ok"
     stored = reg.File.create(
@@ -363,10 +365,12 @@ def in_trash(file: reg.File, spec: str) -> str:
 
 def record_input(file: reg.File) -> None:
     run = tracking.ensure_run()
-    if run.id != file.run_id:
-        reg.db.execute_sql(
-            "INSERT OR IGNORE INTO run_input (run_id, file_id) VALUES (?, ?)", (run.id, file.id)
-        )
+    if run.id != file.run_id:  # provenance, not data: kept if the process dies, not a power cut
+        with reg.transaction(to_disk=False):
+            reg.db.execute_sql(
+                "INSERT OR IGNORE INTO run_input (run_id, file_id) VALUES (?, ?)",
+                (run.id, file.id),
+            )
 
 
 def existing_path(file: reg.File) -> Path:

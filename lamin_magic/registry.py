@@ -10,7 +10,8 @@ import datetime as dt
 import html
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -484,6 +485,20 @@ def rows_in(sql: str, values: list[Any], before: tuple[Any, ...] = (), chunk: in
         marks = ", ".join("?" * len(part))
         found += db.execute_sql(sql.format(marks), [*before, *part]).fetchall()
     return found
+
+
+@contextmanager
+def transaction(to_disk: bool = True) -> Iterator[None]:
+    """A write transaction whose commit waits for the disk, or only for the OS
+    (`synchronous=NORMAL`: kept if the process dies, not through a power cut)."""
+    if not to_disk:
+        db.execute_sql("PRAGMA synchronous = NORMAL")
+    try:
+        with db.atomic():
+            yield
+    finally:
+        if not to_disk:
+            db.execute_sql("PRAGMA synchronous = FULL")
 
 
 def write_quickly(sql: str, params: Any) -> bool:

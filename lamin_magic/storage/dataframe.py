@@ -10,6 +10,7 @@ from . import frame_fidelity as fidelity
 from .formats import register_format
 
 BUFFER_SIZE = 2 * 1024 * 1024
+THREADED_CELLS = 200_000  # rows x columns from which arrow's threaded conversion pays off
 
 
 def check_dataframe(df: Any) -> None:
@@ -54,7 +55,9 @@ def write_parquet(df: Any, stream: BinaryIO) -> None:
     try:
         with warnings.catch_warnings():  # mixed-type labels: refused below, with the fix
             warnings.filterwarnings("ignore", "The DataFrame has column names of mixed type")
-            table = pa.Table.from_pandas(df)
+            # pyarrow converts columns in a pool of threads; on small frames starting them
+            # costs more than the conversion (3.4 ms against 0.7 ms for 600 rows here)
+            table = pa.Table.from_pandas(df, nthreads=1 if df.size < THREADED_CELLS else None)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
         raise UnsupportedTypeError(unconvertible_column(df, e)) from e
     kept = fidelity.plan(df, table)
@@ -92,7 +95,10 @@ def unconvertible_column(df: Any, error: Exception) -> str:
 def load_parquet(path: Any) -> Any:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    # one file, so ParquetFile: read_table goes through the dataset layer (0.9 against
+    # 0.65 ms on a 13 KB file here)
+    with pq.ParquetFile(path) as parquet:
+        table = parquet.read()
     return fidelity.restore(table.to_pandas(), table)
 
 

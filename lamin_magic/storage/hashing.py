@@ -23,6 +23,7 @@ from ..errors import IntegrityError
 HASH_TYPE_FILE = "blake3"
 HASH_TYPE_FOLDER = "blake3-tree"
 SMALL = 1 << 20  # bytes: below this a file is read, not memory-mapped
+HASH_THREAD_FROM = 8 * 1024 * 1024  # bytes written before hashing moves to its own thread
 FOLDER_THREADS = 8  # fsync waits on the disk, not the CPU: more threads than cores pay off
 
 
@@ -129,7 +130,9 @@ def hash_path(path: Path) -> tuple[int, str, str]:
 
 
 class HashingWriter:
-    """A write-only binary file that hashes what passes through it, in a second thread."""
+    """A write-only binary file that hashes what passes through it: in the writing thread
+    while the object is small, in a second thread once it is large (starting a thread costs
+    more than hashing a small file, and a large one overlaps the write)."""
 
     def __init__(self, raw: BinaryIO) -> None:
         from blake3 import blake3
@@ -138,8 +141,7 @@ class HashingWriter:
         self._hash = blake3()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=4)  # bounds the memory in flight
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._consume, daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
         self.size = 0
         self.closed = False
 
@@ -154,8 +156,14 @@ class HashingWriter:
         # bytes are immutable, so the thread may hash them later; anything else is copied
         chunk = data if isinstance(data, bytes) else bytes(data)
         written = self._raw.write(chunk)
-        self._queue.put(chunk)
         self.size += len(chunk)
+        if self._thread is None and self.size < HASH_THREAD_FROM:
+            self._hash.update(chunk)
+        else:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._consume, daemon=True)
+                self._thread.start()
+            self._queue.put(chunk)
         return written if written is not None else len(chunk)
 
     def writable(self) -> bool:
@@ -177,8 +185,9 @@ class HashingWriter:
         """Stop the hashing thread. The raw file stays open: its owner closes it."""
         if not self.closed:
             self.closed = True
-            self._queue.put(None)
-            self._thread.join()
+            if self._thread is not None:
+                self._queue.put(None)
+                self._thread.join()
 
     def digest(self) -> str:
         self.close()

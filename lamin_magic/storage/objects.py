@@ -52,8 +52,11 @@ def temp_folder(temp_dir: Path) -> Path:
     return temp_dir
 
 
-def write_temp(obj: Any, fmt: Format, temp_dir: Path, what: str = "the object") -> WrittenObject:
-    """Write `obj` under a fresh temporary name in `temp_dir`, synced to disk and hashed.
+def write_temp(
+    obj: Any, fmt: Format, temp_dir: Path, what: str = "the object", sync: bool = True
+) -> WrittenObject:
+    """Write `obj` under a fresh temporary name in `temp_dir`, hashed (and synced to disk
+    unless `sync` is false: see durability.py).
 
     A library failing to write it is one line naming `what` and the format; nothing is left.
     """
@@ -65,13 +68,14 @@ def write_temp(obj: Any, fmt: Format, temp_dir: Path, what: str = "the object") 
             with open(temp_path, "wb") as raw, HashingWriter(raw) as sink:
                 fmt.write(obj, sink)
                 raw.flush()
-                os.fsync(raw.fileno())
+                if sync:
+                    os.fsync(raw.fileno())
                 return WrittenObject(temp_path, sink.size, sink.digest(), HASH_TYPE_FILE)
         fmt.write(obj, temp_path)
         if fmt.folder:
-            size, digest = hash_folder(temp_path, fsync=True)
+            size, digest = hash_folder(temp_path, fsync=sync)
             return WrittenObject(temp_path, size, digest, HASH_TYPE_FOLDER)
-        size, digest = hash_file(temp_path, fsync=True)
+        size, digest = hash_file(temp_path, fsync=sync)
         return WrittenObject(temp_path, size, digest, HASH_TYPE_FILE)
     except (OSError, MemoryError):
         remove_path(temp_path)
@@ -93,9 +97,10 @@ def library_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
-def move_into_place(temp_path: Path, final_path: Path) -> None:
+def move_into_place(temp_path: Path, final_path: Path, sync: bool = True) -> None:
     """Rename a finished temporary to its final name; never over an existing object."""
     if final_path.exists():
         raise FileExistsError(f"{final_path} exists; stored objects are never overwritten")
     os.rename(temp_path, final_path)
-    fsync_path(final_path.parent)
+    if sync:
+        fsync_path(final_path.parent)

@@ -1,0 +1,65 @@
+"""LAMIN_MAGIC_DURABILITY: every save flushed to the disk by default, or left to the OS."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import pandas as pd
+import pytest
+
+import lamin_magic as lm
+from lamin_magic.errors import InvalidArgumentError
+
+
+def count_flushes(monkeypatch, save) -> int:
+    """How many times the save asked the disk to flush its files (os.fsync, counted while it
+    still runs); SQLite's own flushes follow its synchronous setting, checked below."""
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    save()
+    return len(calls)
+
+
+def test_saves_flush_to_disk_by_default_and_not_when_told(inst, monkeypatch):
+    df = pd.DataFrame({"a": [1, 2, 3]})
+    monkeypatch.delenv("LAMIN_MAGIC_DURABILITY", raising=False)
+    flushed = count_flushes(monkeypatch, lambda: lm.add(lm.File(df, name="disk")))
+    assert flushed >= 2  # the bytes, and the folder holding their new name
+    monkeypatch.setenv("LAMIN_MAGIC_DURABILITY", "os")
+    df2 = df.assign(b=1)
+    assert count_flushes(monkeypatch, lambda: lm.add(lm.File(df2, name="os"))) == 0
+    pd.testing.assert_frame_equal(lm.load("os"), df2)
+    # the registry's commits are back to waiting for the disk after an "os" save
+    level = lm.registry.db.execute_sql("PRAGMA synchronous").fetchone()[0]
+    assert level == 2  # FULL
+
+
+def test_a_save_left_to_the_os_survives_the_process_dying(inst, tmp_path):
+    """SIGKILL right after an "os" save returns: the record and its bytes are both there."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, pandas as pd, lamin_magic as lm\n"
+        f"lm.init({str(inst.root)!r})\n"
+        "lm.add(lm.File(pd.DataFrame({'x': range(1000)}), name='killed'))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "LAMIN_MAGIC_DURABILITY": "os"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)
+    assert done.returncode == -9, done.stderr
+    with sqlite3.connect(inst.registry_path) as db:
+        assert db.execute("SELECT count(*) FROM file WHERE name = 'killed'").fetchone()[0] == 1
+    assert lm.load("killed")["x"].tolist() == list(range(1000))  # verified against its hash
+    assert lm.check().ok
+
+
+def test_an_unknown_durability_is_one_line_and_nothing_is_written(inst, monkeypatch):
+    monkeypatch.setenv("LAMIN_MAGIC_DURABILITY", "sometimes")
+    with pytest.raises(InvalidArgumentError, match=r"^LAMIN_MAGIC_DURABILITY='sometimes' is not"):
+        lm.add(lm.File(pd.DataFrame({"a": [1]}), name="never"))
+    monkeypatch.delenv("LAMIN_MAGIC_DURABILITY")
+    assert lm.select(lm.File, name="never").first() is None
+    assert not list(inst.root.glob("**/*.parquet*"))
