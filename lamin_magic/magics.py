@@ -278,7 +278,9 @@ class LaminMagics(Magics):
 
         # what the cell bound that a format of its own stores: never pickle every new int
         bound = [
-            var for var in before.rebound(ns) if not var.startswith("_") and has_own_format(ns[var])
+            var
+            for var in before.rebound(ns)
+            if not var.startswith("_") and has_own_format(ns[var], implicit=True)
         ]
         if not bound:
             print("lamin_magic: the cell bound no DataFrame or AnnData; nothing to save")
