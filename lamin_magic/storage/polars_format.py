@@ -16,11 +16,6 @@ def check_polars(df: Any) -> None:
     """Refuse what parquet would change or cannot store, with the fix."""
     import polars as pl
 
-    if df.width == 0 and df.height > 0:
-        raise UnsupportedTypeError(
-            f"a polars DataFrame with {df.height} rows and no columns would come back with no "
-            "rows; add a column, e.g. df.with_row_index()"
-        )
     for name, dtype in df.schema.items():
         if dtype == pl.Object or any(d == pl.Object for d in _inner(dtype)):
             raise UnsupportedTypeError(
