@@ -18,6 +18,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import stored_objects, temporaries
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -28,14 +29,11 @@ import lamin_magic as lm
 from lamin_magic.errors import UnsupportedTypeError
 from lamin_magic.storage.parquet_tag import TYPE_KEY, recorded_type
 
-from conftest import stored_objects, temporaries
-
 SETTINGS = settings(
     max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-SITE = Path(pa.__file__).parent.parent
 DIAMONDS = Path(pa.__file__).parent / "tests" / "data" / "parquet"  # shipped with pyarrow
 NUMPY_DATA = Path(np.__file__).parent / "random" / "tests" / "data"  # shipped with numpy
 
@@ -387,7 +385,7 @@ def test_a_type_this_version_does_not_know_is_refused(inst):
     data = table.replace_schema_metadata({TYPE_KEY: "cudf:DataFrame"})
     file.path.chmod(0o644)
     pq.write_table(data, file.path)
-    with pytest.raises(UnsupportedTypeError, match="holds a 'cudf:DataFrame'.*upgrade it"):
+    with pytest.raises(UnsupportedTypeError, match=r"holds a 'cudf:DataFrame'.*upgrade it"):
         lm.load("future", verify=False)
 
 
