@@ -107,16 +107,17 @@ def test_numpy_special_arrays_round_trip(inst):
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: np.array([1, "a"], dtype=object), r"holds Python objects \(dtype object\)"),
-        (lambda: np.zeros(2, dtype=[("a", "O")]), "holds Python objects"),
-        (lambda: np.array(["a"], dtype=np.dtypes.StringDType()), r"x\.astype\(str\)"),
-        (lambda: np.matrix([[1, 2]]), r"numpy\.matrix would load back as a plain ndarray"),
-        (lambda: np.ma.masked_array([1, 2], mask=[0, 1]), r"np\.ma\.getmaskarray"),
-        (lambda: np.zeros(2, dtype=np.dtype(float, metadata={"unit": "m"})), "metadata"),
+        (lambda tmp: np.array([1, "a"], dtype=object), r"holds Python objects \(dtype object\)"),
+        (lambda tmp: np.zeros(2, dtype=[("a", "O")]), "holds Python objects"),
+        (lambda tmp: np.array(["a"], dtype=np.dtypes.StringDType()), r"x\.astype\(str\)"),
+        (lambda tmp: np.matrix([[1, 2]]), r"numpy\.matrix would load back as a plain ndarray"),
+        (lambda tmp: np.ma.masked_array([1, 2], mask=[0, 1]), r"np\.ma\.getmaskarray"),
+        (lambda tmp: np.memmap(tmp / "m.dat", mode="w+", shape=(2,)), r"np\.asarray\(x\)"),
+        (lambda tmp: np.zeros(2, dtype=np.dtype(float, metadata={"unit": "m"})), "metadata"),
     ],
 )
-def test_numpy_arrays_npy_would_change_are_refused(inst, make, message):
-    refused(make(), message)
+def test_numpy_arrays_npy_would_change_are_refused(inst, tmp_path, make, message):
+    refused(make(tmp_path), message)
     assert stored_objects(inst.root) == [] and temporaries(inst.root) == []
 
 
