@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import UnsupportedTypeError
 
 TYPE_KEY = "lamin_magic.type"
-KNOWN = ("polars:DataFrame", "pyarrow:Table")
+KNOWN = ("pandas:DataFrame", "polars:DataFrame", "pyarrow:Table")  # pandas: in case it is marked
 
 
 def recorded_type(path: Any) -> str | None:
