@@ -410,7 +410,7 @@ def load_file(file: reg.File, verify: bool = True, allow_pickle: bool = False) -
     if file._object is not None and not file.key:
         return file._object
     path = existing_path(file)
-    fmt = format_for_suffix(file.suffix, allow_pickle)
+    fmt = format_for_suffix(file.suffix, allow_pickle, path)
     if verify:
         verify_file(file)
     elif path.is_dir():

@@ -114,7 +114,10 @@ class LaminMagics(Magics):
         """Track this notebook and store in-memory objects in a lamin_magic instance.
 
         %lamin save VAR [VAR ...] [name=NAME] [description=TEXT] [format=parquet|h5ad|zarr]
-            Store variables: a DataFrame as .parquet, an AnnData as .h5ad (or format=zarr).
+            Store variables: a DataFrame as .parquet, an AnnData as .h5ad (or format=zarr); a
+            polars DataFrame or pyarrow Table as .parquet (each loads back as itself), a
+            MuData as .h5mu, a numpy array as .npy (never pickled). polars and mudata are
+            optional: pip install 'lamin_magic[polars]' / 'lamin_magic[mudata]'.
             name= defaults to the variable's name (only with one VAR). Saving the same content
             under the same name again changes nothing (and restores its bytes if they were
             lost); new content becomes the next version. Several variables are saved all or
@@ -180,8 +183,8 @@ class LaminMagics(Magics):
             lamin_magic did not name, or anything behind a symbolic link.
 
         %%lamin save [VAR ...] [description=TEXT] [format=...]
-            Run the cell, then save the variables named, or every DataFrame and AnnData the
-            cell bound.
+            Run the cell, then save the variables named, or every DataFrame (pandas, polars),
+            pyarrow Table, AnnData and MuData the cell bound; numpy arrays only when named.
 
         The instance is, first hit wins: %lamin init; LAMIN_MAGIC_ROOT;
         %config LaminMagics.root = PATH; the nearest folder with a .lndb file here or above;
@@ -278,10 +281,15 @@ class LaminMagics(Magics):
 
         # what the cell bound that a format of its own stores: never pickle every new int
         bound = [
-            var for var in before.rebound(ns) if not var.startswith("_") and has_own_format(ns[var])
+            var
+            for var in before.rebound(ns)
+            if not var.startswith("_") and has_own_format(ns[var], implicit=True)
         ]
         if not bound:
-            print("lamin_magic: the cell bound no DataFrame or AnnData; nothing to save")
+            print(
+                "lamin_magic: the cell bound no DataFrame, Table, AnnData or MuData; nothing to "
+                "save (name arrays: %%lamin save arr)"
+            )
             return
         self.do_save(bound, options)
 

@@ -65,7 +65,7 @@ CASES = [
     Case("a lambda", "save fn", "cannot store a function; supported types"),
     Case("a class from __main__", "save thing", "cannot store a __main__.Thing; supported types"),
     Case("a dict", "save settings", "cannot store a dict; supported types"),
-    Case("a numpy array", "save arr", "cannot store a numpy.ndarray; supported types"),
+    Case("an object array", "save arr", "the array holds Python objects (dtype object)"),
     Case("malformed key=value", "save df =iris", "'=iris' is not a variable name"),
     Case("an option without =", "save df name", "'name' is not defined"),
     Case("an unknown option", "save df colour=red", "%lamin save has no option colour="),
@@ -168,7 +168,7 @@ def populate(ip: Any) -> None:
         fn=lambda x: x,
         thing=Thing(),
         settings={"a": 1},
-        arr=np.arange(3),
+        arr=np.array([1, "one"], dtype=object),
         intcols=pd.DataFrame({True: [1], False: [2]}),
         mixed=pd.DataFrame({"m": [1, "one"]}),
     )

@@ -5,7 +5,19 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("pandas", "pyarrow", "anndata", "zarr", "nbformat", "jupyter_server", "peewee", "IPython")
+HEAVY = (
+    "pandas",
+    "pyarrow",
+    "anndata",
+    "zarr",
+    "nbformat",
+    "jupyter_server",
+    "peewee",
+    "IPython",
+    "polars",
+    "mudata",
+    "numpy",
+)
 
 
 def test_import_loads_no_heavy_library():

@@ -137,7 +137,10 @@ def test_cell_magic_with_names_and_with_nothing_bound(ip, capsys):
     )
     assert "saved b as b@1" in capsys.readouterr().out
     assert cell(ip, "%%lamin save\nz = 1") is None
-    assert "the cell bound no DataFrame or AnnData; nothing to save" in capsys.readouterr().out
+    assert (
+        "the cell bound no DataFrame, Table, AnnData or MuData; nothing to save"
+        in capsys.readouterr().out
+    )
 
 
 def test_cell_magic_does_not_save_when_the_cell_fails(ip, capsys):

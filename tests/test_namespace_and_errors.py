@@ -126,7 +126,7 @@ def test_a_cell_that_rebinds_a_name_is_always_seen(ip, capsys):
 def test_a_cell_that_binds_nothing_new_saves_nothing(ip, capsys):
     ip.user_ns["frame"] = pd.DataFrame({"a": [1]})
     ip.run_cell("%%lamin save\nframe['b'] = 2\nn = 3")
-    assert "the cell bound no DataFrame or AnnData" in capsys.readouterr().out
+    assert "the cell bound no DataFrame, Table, AnnData or MuData" in capsys.readouterr().out
 
 
 # --- a multi-variable save is all or nothing -----------------------------------------------

@@ -7,17 +7,15 @@ Register a format for your own type::
 
     import lamin_magic as lm
 
-    def write_npy(arr, path):          # write the object to `path` (a file or a folder)
-        import numpy as np
-        with open(path, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
+    def write_netcdf(ds, path):        # write the object to `path` (a file or a folder)
+        ds.to_netcdf(path)
 
-    def load_npy(path):
-        import numpy as np
-        return np.load(path, allow_pickle=False)
+    def load_netcdf(path):
+        import xarray
+        return xarray.load_dataset(path)
 
-    lm.register_format("npy", suffix=".npy", type="numpy:ndarray",
-                       write=write_npy, load=load_npy)
+    lm.register_format("netcdf", suffix=".nc", type="xarray:Dataset",
+                       write=write_netcdf, load=load_netcdf)
 
 A writer may instead take a binary stream (`stream=True`): the bytes are then hashed as they
 are written, with no second read. A `check(obj)` callable, if given, refuses objects the
@@ -46,6 +44,9 @@ class Format:
     folder: bool = False  # the stored object is a folder (zarr)
     check: Callable[[Any], None] | None = None
     needs_pickle: bool = False  # only where the instance allows pickle (loading runs code)
+    # formats sharing a suffix: True for the stored objects this format wrote (read from them)
+    claims: Callable[[Any], bool] | None = None
+    implicit: bool = True  # a bare %%lamin save saves what the cell bound of this type
 
 
 _formats: dict[
@@ -77,16 +78,33 @@ def register_format(
     check: Callable[[Any], None] | None = None,
     default: bool = False,
     needs_pickle: bool = False,
+    claims: Callable[[Any], bool] | None = None,
+    implicit: bool = True,
 ) -> Format:
     """Teach lamin_magic to store objects of `type` as `suffix` files (or folders).
 
     `default=True` makes it the format chosen for that type when `format=` is not given.
+    Where several formats share a suffix, `claims(path)` tells a stored object this format
+    wrote (e.g. by a mark in its metadata); the one format without `claims` loads the rest.
+    `implicit=False` keeps a bare `%%lamin save` from saving every such object a cell binds.
     """
     if not re.fullmatch(SUFFIX, suffix) or suffix.endswith(TEMP_SUFFIX):
         raise InvalidArgumentError(
             f"suffix {suffix!r} must look like '.npy' or '.ome.zarr' (letters, digits, _ and -)"
         )
-    fmt = Format(name, suffix, _type_key(type), write, load, stream, folder, check, needs_pickle)
+    fmt = Format(
+        name,
+        suffix,
+        _type_key(type),
+        write,
+        load,
+        stream,
+        folder,
+        check,
+        needs_pickle,
+        claims=claims,
+        implicit=implicit,
+    )
     if default:
         rest = {k: v for k, v in _formats.items() if k != name}
         _formats.clear()
@@ -102,7 +120,15 @@ def _ensure_builtin() -> None:
         from importlib import import_module
 
         # each registers itself on import; this order makes the listing in errors
-        for module in ("dataframe", "anndata_formats", "pickle_format"):
+        for module in (
+            "dataframe",
+            "anndata_formats",
+            "polars_format",
+            "arrow_format",
+            "mudata_format",
+            "numpy_format",
+            "pickle_format",
+        ):
             import_module(f"{__package__}.{module}")
 
 
@@ -124,10 +150,14 @@ def pickle_hint() -> str:
 def supported_types() -> str:
     _ensure_builtin()
     seen: dict[str, list[str]] = {}
+    owner: dict[str, str] = {}  # class name -> the type that named it first
     for fmt in _formats.values():
         if fmt.needs_pickle:
             continue
-        seen.setdefault(fmt.type.split(":")[1], []).append(fmt.name)
+        package, cls = fmt.type.split(":")
+        if owner.setdefault(cls, fmt.type) != fmt.type:  # a second DataFrame: polars.DataFrame
+            cls = f"{package}.{cls}"
+        seen.setdefault(cls, []).append(fmt.name)
     return ", ".join(f"{t} ({' / '.join(names)})" for t, names in seen.items())
 
 
@@ -169,24 +199,33 @@ def format_for(obj: Any, name: str | None = None) -> Format:
     )
 
 
-def has_own_format(obj: Any) -> bool:
-    """Whether a format other than pickle stores `obj`."""
+def has_own_format(obj: Any, implicit: bool = False) -> bool:
+    """Whether a format other than pickle stores `obj`; with `implicit`, one that a bare
+    `%%lamin save` uses (not numpy: arrays are everywhere)."""
     _ensure_builtin()
     types = _types_of(obj)
-    return any(f.type in types and not f.needs_pickle for f in _formats.values())
+    return any(
+        f.type in types and not f.needs_pickle and (f.implicit or not implicit)
+        for f in _formats.values()
+    )
 
 
-def format_for_suffix(suffix: str, allow_pickle: bool = False) -> Format:
-    """The format that loads `suffix` files; pickle only where the local user allows it."""
+def format_for_suffix(suffix: str, allow_pickle: bool = False, path: Any = None) -> Format:
+    """The format that loads `suffix` files; pickle only where the local user allows it.
+    Given the stored object's `path`, a format that claims it wins (pandas, polars and
+    pyarrow share .parquet)."""
     _ensure_builtin()
-    for fmt in _formats.values():
-        if fmt.suffix == suffix:
-            if not _usable(fmt, allow_pickle):
-                raise UnsupportedTypeError(
-                    f"you do not allow unpickling {suffix} files from this instance; "
-                    f"{pickle_hint()}; or pass allow_pickle=True to this load"
-                )
-            return fmt
+    shared = [f for f in _formats.values() if f.suffix == suffix]
+    if path is not None and len(shared) > 1:
+        mine = [f for f in shared if f.claims is not None and f.claims(path)]
+        shared = mine or [f for f in shared if f.claims is None]
+    for fmt in shared:
+        if not _usable(fmt, allow_pickle):
+            raise UnsupportedTypeError(
+                f"you do not allow unpickling {suffix} files from this instance; "
+                f"{pickle_hint()}; or pass allow_pickle=True to this load"
+            )
+        return fmt
     raise UnsupportedTypeError(
         f"no format loads {suffix!r} files in this session; register one with lm.register_format"
     )
