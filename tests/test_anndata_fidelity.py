@@ -174,3 +174,21 @@ def test_obs_text_columns_holding_other_values_are_refused(inst, fmt, values):
     adata.obs["label"] = adata.obs["label"].astype("category")
     loaded = lm.add(lm.File(adata, name="labels", format=fmt)).load()
     pd.testing.assert_frame_equal(loaded.obs, adata.obs, check_exact=True)
+
+
+def test_mudata_uns_of_each_modality_comes_back_exactly_or_is_refused(inst):
+    mudata = pytest.importorskip("mudata")
+    rna = processed()
+    atac = ad.AnnData(
+        np.ones((rna.n_obs, 4), dtype=np.float32), obs=pd.DataFrame(index=rna.obs_names)
+    )
+    atac.uns["peaks"] = ["chr1:1-100", "chr2:5-50"]
+    mdata = mudata.MuData({"rna": rna, "atac": atac})
+    mdata.uns["n_mods"] = np.int32(2)
+    loaded = lm.add(lm.File(mdata, name="multi")).load()
+    assert typed(dict(loaded.uns)) == typed(dict(mdata.uns))
+    for name in ("rna", "atac"):
+        assert typed(dict(loaded.mod[name].uns)) == typed(dict(mdata.mod[name].uns))
+    atac.uns["mixed"] = [1, "a"]
+    with pytest.raises(UnsupportedTypeError, match=r"mdata.mod\['atac'\].uns\['mixed'\]"):
+        lm.add(lm.File(mdata, name="multi"))

@@ -62,15 +62,11 @@ def in_memory(adata: Any) -> Any:
 
 
 def write_h5ad(adata: Any, path: Any) -> None:
-    import anndata
     import h5py
 
-    record = uns.fixes(adata.uns)
     in_memory(adata).write_h5ad(path, convert_strings_to_categoricals=False)
     with h5py.File(path, "r+") as f:
-        uns.verify(adata.uns, anndata.io.read_elem(f["uns"]) if "uns" in f else {}, record)
-        if record:
-            f.attrs[uns.RECORD_KEY] = uns.encode(record)
+        uns.check_written(f, [("uns", adata.uns, "adata.uns")])
 
 
 def load_h5ad(path: Any) -> Any:
@@ -79,9 +75,7 @@ def load_h5ad(path: Any) -> Any:
 
     adata = anndata.read_h5ad(path)
     with h5py.File(path, "r") as f:
-        record = f.attrs.get(uns.RECORD_KEY)
-    if record is not None:
-        uns.restore(adata.uns, uns.decode(record))
+        uns.restore_from(f.attrs.get(uns.RECORD_KEY), {"uns": adata.uns})
     return adata
 
 
@@ -89,16 +83,12 @@ def write_zarr(adata: Any, path: Any) -> None:
     import anndata
     import zarr
 
-    record = uns.fixes(adata.uns)
     # zarr format 2, pinned: both zarr 2 and zarr 3 read it. anndata warns that its default
     # will change even when the format is set explicitly; that warning is not the user's.
     with warnings.catch_warnings(), anndata.settings.override(zarr_write_format=2):
         warnings.filterwarnings("ignore", message="Writing zarr v2 data", category=UserWarning)
         in_memory(adata).write_zarr(str(path), convert_strings_to_categoricals=False)
-    group = zarr.open_group(str(path), mode="r+")
-    uns.verify(adata.uns, anndata.io.read_elem(group["uns"]) if "uns" in group else {}, record)
-    if record:
-        group.attrs[uns.RECORD_KEY] = uns.encode(record)
+    uns.check_written(zarr.open_group(str(path), mode="r+"), [("uns", adata.uns, "adata.uns")])
 
 
 def load_zarr(path: Any) -> Any:
@@ -106,9 +96,8 @@ def load_zarr(path: Any) -> Any:
     import zarr
 
     adata = anndata.read_zarr(str(path))
-    record = zarr.open_group(str(path), mode="r").attrs.get(uns.RECORD_KEY)
-    if record is not None:
-        uns.restore(adata.uns, uns.decode(record))
+    group = zarr.open_group(str(path), mode="r")
+    uns.restore_from(group.attrs.get(uns.RECORD_KEY), {"uns": adata.uns})
     return adata
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import UnsupportedTypeError
+from . import uns_fidelity as uns
 from .anndata_formats import _check_mapping, check_anndata
 from .formats import register_format
 from .optional import require
@@ -22,19 +23,36 @@ def check_mudata(mdata: Any) -> None:
     _check_mapping(mdata.uns, "mdata.uns")
 
 
+def uns_places(mdata: Any) -> list[tuple[str, Any, str]]:
+    """Each uns of a MuData: its own and its modalities', by their path in an .h5mu file."""
+    places = [("uns", mdata.uns, "mdata.uns")]
+    for name, adata in mdata.mod.items():
+        places.append((f"mod/{name}/uns", adata.uns, f"mdata.mod[{name!r}].uns"))
+    return places
+
+
 def write_h5mu(mdata: Any, path: Any) -> None:
+    import h5py
     import mudata
 
     # what is stored is the object as it is: no columns pulled from the modalities, into
     # the user's object or the file
     with mudata.set_options(pull_on_update=False):
         mudata.write_h5mu(path, mdata)
+    with h5py.File(path, "r+") as f:
+        uns.check_written(f, uns_places(mdata))
 
 
 def load_h5mu(path: Any) -> Any:
+    import h5py
+
     mudata = require("mudata", "mudata")
     with mudata.set_options(pull_on_update=False):
-        return mudata.read_h5mu(path)
+        mdata = mudata.read_h5mu(path)
+    with h5py.File(path, "r") as f:
+        record = f.attrs.get(uns.RECORD_KEY)
+    uns.restore_from(record, {path: value for path, value, _ in uns_places(mdata)})
+    return mdata
 
 
 H5MU = register_format(

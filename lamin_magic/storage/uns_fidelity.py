@@ -2,11 +2,11 @@
 
 anndata's writers change some values of `uns` on their own: numpy scalars come back as Python
 scalars, numpy string arrays as object arrays, lists as arrays (and a list mixing numbers and
-text as an array of text). Before writing, `fixes` notes the values whose type anndata does not
-keep; after writing, `verify` reads `uns` back from the written file, applies those fixes and
-compares it with the original, value by value and type by type. What matches is recorded in the
-file (an attribute named `RECORD_KEY` on its root) so that a load gives back exactly what was
-saved; anything else refuses the save with the key that would change.
+text as an array of text). After writing, `check_written` reads each `uns` back from the file,
+undoes those changes (`fixes` notes them) and compares the result with the original, value by
+value and type by type. What matches is recorded on the file's root (the attribute
+`RECORD_KEY`, by the path of each uns group) so that a load gives back exactly what was saved;
+anything else refuses the save with the key that would change.
 """
 
 from __future__ import annotations
@@ -70,23 +70,37 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
-def verify(saved: Any, written: Any, record: list[Fix]) -> None:
-    """Refuse, naming the key, if `written` (read back, fixes applied) differs from `saved`."""
-    restore(written, record)
-    problem = difference(dict(saved), dict(written), "adata.uns")  # uns itself is an OrderedDict
-    if problem:
-        raise UnsupportedTypeError(f"{problem}; {FIX}")
+def check_written(group: Any, places: list[tuple[str, Any, str]]) -> None:
+    """After writing: read each `uns` back from the file (an h5py File or zarr group), undo
+    what anndata changes, and refuse, naming the key, what still differs from the object
+    saved. `places` are (the uns group's path in the file, the uns saved, its name in
+    messages). The undoing is recorded on the file's root for `restore_from`."""
+    import anndata
+
+    records: dict[str, list[Fix]] = {}
+    for path, saved, where in places:
+        record = fixes(saved)
+        written = anndata.io.read_elem(group[path]) if path in group else {}
+        restore(written, record)
+        problem = difference(dict(saved), dict(written), where)  # uns itself: an OrderedDict
+        if problem:
+            raise UnsupportedTypeError(f"{problem}; {FIX}")
+        if record:
+            records[path] = record
+    if records:
+        group.attrs[RECORD_KEY] = json.dumps(records)
+
+
+def restore_from(text: Any, places: dict[str, Any]) -> None:
+    """Undo, in the loaded object's uns dicts (by their path in the file), what was recorded."""
+    if text is None:
+        return
+    for path, record in json.loads(text).items():
+        if path in places:
+            restore(places[path], [(list(p), kind, argument) for p, kind, argument in record])
 
 
 FIX = "change it to a type anndata keeps (text, numbers, numpy arrays, dicts of those)"
-
-
-def encode(record: list[Fix]) -> str:
-    return json.dumps(record)
-
-
-def decode(text: Any) -> list[Fix]:
-    return [(list(path), kind, argument) for path, kind, argument in json.loads(text)]
 
 
 def difference(a: Any, b: Any, where: str) -> str | None:
