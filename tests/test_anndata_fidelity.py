@@ -183,7 +183,8 @@ def test_mudata_uns_of_each_modality_comes_back_exactly_or_is_refused(inst):
         np.ones((rna.n_obs, 4), dtype=np.float32), obs=pd.DataFrame(index=rna.obs_names)
     )
     atac.uns["peaks"] = ["chr1:1-100", "chr2:5-50"]
-    mdata = mudata.MuData({"rna": rna, "atac": atac})
+    with mudata.set_options(pull_on_update=False):
+        mdata = mudata.MuData({"rna": rna, "atac": atac})
     mdata.uns["n_mods"] = np.int32(2)
     loaded = lm.add(lm.File(mdata, name="multi")).load()
     assert typed(dict(loaded.uns)) == typed(dict(mdata.uns))
