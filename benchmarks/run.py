@@ -46,10 +46,12 @@ class Sizes:
     saves: int  # per process
     repeats: int
     kernels: int
+    small_frames: int = 300  # frames of SMALL_ROWS rows saved one by one (~33 KB each)
 
 
 FULL = Sizes(10_000_000, 100_000, 2_000, 10_000, 100, 8, 100, 3, 5)
-QUICK = Sizes(200_000, 2_000, 200, 1_000, 10, 4, 10, 1, 1)
+QUICK = Sizes(200_000, 2_000, 200, 1_000, 10, 4, 10, 1, 1, small_frames=10)
+SMALL_ROWS = 1_000
 
 
 # --- what runs in a worker process ---------------------------------------------------------
@@ -144,6 +146,8 @@ def worker(op: str, sizes: Sizes, work: Path, sample: int) -> dict[str, Any]:
     import pandas.io.parquet
     import pyarrow.parquet  # noqa: F401
 
+    if op.startswith(("raw_small", "lm_small")):
+        return small_frames(op, sizes, work, sample)
     if op in ("raw_save", "lm_save", "store_save"):
         obj = make_frame(sizes.rows)
         obj.iloc[0, 3] = sample  # new content every sample: a real write, never a dedup hit
@@ -200,6 +204,45 @@ def worker(op: str, sizes: Sizes, work: Path, sample: int) -> dict[str, Any]:
     if op == "lm_load":
         assert len(ip.user_ns["df"]) == sizes.rows
     return {"seconds": seconds, "extra_bytes": mem.extra}
+
+
+def small_frames(op: str, sizes: Sizes, work: Path, sample: int) -> dict[str, Any]:
+    """Many small frames saved (or loaded) one by one: what the fixed cost of a save is."""
+    import contextlib
+    import io
+
+    import pandas as pd
+
+    frames = [make_frame(SMALL_ROWS).assign(n=i + 1000 * sample) for i in range(sizes.small_frames)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        ip = shell_with_extension(work / "instance")
+        folder = work / "small"
+        folder.mkdir(exist_ok=True)
+        # the first save of a process starts its run, the first load reads the registry: one
+        # untimed round of each side first, so that the timing is of the steady cost
+        warm = make_frame(SMALL_ROWS).assign(n=-1 - sample)
+        warm.to_parquet(folder / f"warm-{op}-{sample}.parquet")
+        pd.read_parquet(folder / f"warm-{op}-{sample}.parquet")
+        ip.user_ns["df"] = warm
+        ip.run_line_magic("lamin", f"save df name=warm{op}{sample}")
+        ip.run_line_magic("lamin", f"load warm{op}{sample} as df")
+        os.sync()
+        t0 = time.perf_counter()
+        for i, df in enumerate(frames):
+            path = folder / f"{sample}-{i}.parquet"
+            if op.startswith("raw_small_save"):
+                df.to_parquet(path)
+            elif op.startswith("lm_small_save"):
+                ip.user_ns["df"] = df
+                ip.run_line_magic("lamin", f"save df name=small{sample}_{i}")
+            elif op.startswith("raw_small_load"):
+                pd.read_parquet(path)
+            elif op.startswith("lm_small_load"):
+                ip.run_line_magic("lamin", f"load small{sample}_{i} as df")
+            else:
+                raise SystemExit(f"unknown op {op}")
+        seconds = (time.perf_counter() - t0) / len(frames)
+    return {"seconds": seconds, "extra_bytes": 0}
 
 
 # --- the parent: run workers, interleaved --------------------------------------------------
@@ -363,6 +406,37 @@ def bench_frame(report: Report, sizes: Sizes, work: Path, quick: bool) -> None:
     raw, store = paired(("raw_load", "store_load"), sizes, work, quick)
     r, s = median(raw, "seconds"), median(store, "seconds")
     report.add(Row("IPython %store -r df / pd.read_parquet, for comparison", s, r, "s", "", None))
+
+
+def bench_small(report: Report, sizes: Sizes, work: Path, quick: bool) -> None:
+    """The fixed cost of a save and of a load, on many small frames, for each durability."""
+    what = f"{sizes.small_frames} frames of {SMALL_ROWS:,} rows (~33 KB) one by one"
+    for level in ("disk", "os"):
+        os.environ["LAMIN_MAGIC_DURABILITY"] = level
+        try:
+            raw, ours = paired(("raw_small_save", "lm_small_save"), sizes, work, quick)
+            r, o = median(raw, "seconds") * 1000, median(ours, "seconds") * 1000
+            target = "<= 1.3" if level == "os" else ""
+            report.add(
+                Row(
+                    f"%lamin save, {what}, durability={level} / df.to_parquet (per frame)",
+                    o,
+                    r,
+                    "ms",
+                    target,
+                    o / r <= 1.3 if target else None,
+                    "three fsyncs per save" if level == "disk" else "no fsync",
+                )
+            )
+        finally:
+            del os.environ["LAMIN_MAGIC_DURABILITY"]
+    raw, ours = paired(("raw_small_load", "lm_small_load"), sizes, work, quick)
+    r, o = median(raw, "seconds") * 1000, median(ours, "seconds") * 1000
+    report.add(
+        Row(
+            f"%lamin load, {what} / pd.read_parquet (per frame)", o, r, "ms", "<= 1.1", o / r <= 1.1
+        )
+    )
 
 
 def bench_anndata(report: Report, sizes: Sizes, work: Path, quick: bool) -> None:
@@ -638,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes; no timing targets")
     parser.add_argument(
         "--only",
-        help="comma-separated: import,load_ext,frame,anndata,registry,lifecycle,concurrency",
+        help="comma-separated: import,load_ext,frame,small,anndata,registry,lifecycle,concurrency",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -669,6 +743,7 @@ def main(argv: list[str] | None = None) -> int:
         ("import", lambda: bench_import(report, sizes)),
         ("load_ext", lambda: bench_load_ext(report, sizes, work)),
         ("frame", lambda: bench_frame(report, sizes, work, args.quick)),
+        ("small", lambda: bench_small(report, sizes, work, args.quick)),
         ("anndata", lambda: bench_anndata(report, sizes, work, args.quick)),
         ("registry", lambda: bench_registry(report, sizes, work)),
         ("lifecycle", lambda: bench_lifecycle(report, sizes, work)),
