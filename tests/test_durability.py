@@ -63,3 +63,22 @@ def test_an_unknown_durability_is_one_line_and_nothing_is_written(inst, monkeypa
     monkeypatch.delenv("LAMIN_MAGIC_DURABILITY")
     assert lm.select(lm.File, name="never").first() is None
     assert not list(inst.root.glob("**/*.parquet*"))
+
+
+def test_write_back_starts_while_a_writer_still_runs(tmp_path):
+    """What a path-taking writer (h5ad, zarr) has written is sent to the disk as it grows, so
+    that the fsync at the end has little left (Linux; elsewhere nothing starts early)."""
+    import time
+
+    from lamin_magic.storage import writeback
+
+    if writeback._sync_file_range() is None:
+        pytest.skip("no sync_file_range on this system")
+    folder = tmp_path / "store.zarr"
+    folder.mkdir()
+    with writeback.Watch(folder) as watch:
+        for i in range(3):
+            (folder / f"chunk{i}").write_bytes(os.urandom(1 << 20))
+            time.sleep(5 * writeback.POLL_SECONDS)
+        seen_while_writing = dict(watch._started)
+    assert seen_while_writing == {str(folder / f"chunk{i}"): 1 << 20 for i in range(3)}

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import IntegrityError
+from . import writeback
 
 HASH_TYPE_FILE = "blake3"
 HASH_TYPE_FOLDER = "blake3-tree"
@@ -135,10 +136,12 @@ class HashingWriter:
     while the object is small, in a second thread once it is large (starting a thread costs
     more than hashing a small file, and a large one overlaps the write)."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, writeback: bool = False) -> None:
         from blake3 import blake3
 
         self._raw = raw
+        self._writeback = writeback  # start writing pages to disk as the file grows
+        self._written_back = 0
         self._hash = blake3()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=4)  # bounds the memory in flight
         self._error: BaseException | None = None
@@ -165,6 +168,10 @@ class HashingWriter:
                 self._thread = threading.Thread(target=self._consume, daemon=True)
                 self._thread.start()
             self._queue.put(chunk)
+        if self._writeback and self.size - self._written_back >= writeback.EVERY_BYTES:
+            self._raw.flush()
+            writeback.start(self._raw.fileno(), self._written_back, self.size - self._written_back)
+            self._written_back = self.size
         return written if written is not None else len(chunk)
 
     def writable(self) -> bool:

@@ -5,6 +5,7 @@ A stored object never changes after its rename, and nothing under a final name i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InstanceError, LaminMagicError, UnsupportedTypeError
+from . import writeback
 from .formats import Format
 from .hashing import (
     HASH_TYPE_FILE,
@@ -65,13 +67,14 @@ def write_temp(
     temp_path = temp_folder(temp_dir) / name
     try:
         if fmt.stream:
-            with open(temp_path, "wb") as raw, HashingWriter(raw) as sink:
+            with open(temp_path, "wb") as raw, HashingWriter(raw, writeback=sync) as sink:
                 fmt.write(obj, sink)
                 raw.flush()
                 if sync:
                     os.fsync(raw.fileno())
                 return WrittenObject(temp_path, sink.size, sink.digest(), HASH_TYPE_FILE)
-        fmt.write(obj, temp_path)
+        with writeback.Watch(temp_path) if sync else contextlib.nullcontext():
+            fmt.write(obj, temp_path)
         if fmt.folder:
             size, digest = hash_folder(temp_path, fsync=sync)
             return WrittenObject(temp_path, size, digest, HASH_TYPE_FOLDER)
