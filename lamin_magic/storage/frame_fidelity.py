@@ -106,8 +106,9 @@ def _plan_index(index: Any, table: Any, predicted: _Predicted, result: Plan) -> 
     back = predicted.frame.index
     if type(index) is not type(back) or list(index.names) != list(back.names):
         raise UnsupportedTypeError(
-            f"its index ({type(index).__name__} named {list(index.names)}) would come back as a "
-            f"{type(back).__name__} named {list(back.names)}; store it as columns first: "
+            f"its index ({type(index).__name__} named {list(index.names)}) would come back as "
+            f"{type(back).__name__} named {list(back.names)}; name it with text "
+            "(df.index.names = [str(n) for n in df.index.names]) or store it as columns: "
             "df = df.reset_index()"
         )
     multi = isinstance(index, pd.MultiIndex)
@@ -270,9 +271,14 @@ def _check_pylist(where: str, code: str, array: Any, arrow: Any, null: str | Non
         if not same_value(saved, loaded):
             if isinstance(saved, (dict, list, tuple)):
                 fix = f"store it as JSON text first: {code} = {code}.map(json.dumps)"
-            else:
+            elif type(loaded) in (int, float, str, bool, bytes):
                 fix = (
                     f"give it one type first, e.g. {code} = {code}.astype({type(loaded).__name__})"
+                )
+            else:
+                fix = (
+                    f"give it a typed column first (pd.to_datetime({code}), "
+                    f"pd.to_numeric({code}), ...) or text: {code} = {code}.astype(str)"
                 )
             raise UnsupportedTypeError(
                 f"{where} holds {_shown(saved)} ({type(saved).__name__}) at row {row}, which "
