@@ -21,14 +21,17 @@ Register a format for your own type::
 
 A writer may instead take a binary stream (`stream=True`): the bytes are then hashed as they
 are written, with no second read. A `check(obj)` callable, if given, refuses objects the
-format cannot store faithfully by raising `UnsupportedTypeError` with the fix.
+format cannot store faithfully by raising `UnsupportedTypeError` with the fix. An
+`open(engine)` callable, if given, is what `lm.open` uses: it returns a reader, path -> an
+object that reads the stored bytes on demand and never writes them (lazy.py has the built-in
+ones); it raises `InvalidArgumentError` for an engine it does not know.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import InvalidArgumentError, UnsupportedTypeError, command
@@ -46,6 +49,7 @@ class Format:
     folder: bool = False  # the stored object is a folder (zarr)
     check: Callable[[Any], None] | None = None
     needs_pickle: bool = False  # only where the instance allows pickle (loading runs code)
+    open: Callable[[str | None], Callable[[Any], Any]] | None = None  # engine -> lazy reader
 
 
 _formats: dict[
@@ -77,6 +81,7 @@ def register_format(
     check: Callable[[Any], None] | None = None,
     default: bool = False,
     needs_pickle: bool = False,
+    open: Callable[[str | None], Callable[[Any], Any]] | None = None,
 ) -> Format:
     """Teach lamin_magic to store objects of `type` as `suffix` files (or folders).
 
@@ -86,7 +91,9 @@ def register_format(
         raise InvalidArgumentError(
             f"suffix {suffix!r} must look like '.npy' or '.ome.zarr' (letters, digits, _ and -)"
         )
-    fmt = Format(name, suffix, _type_key(type), write, load, stream, folder, check, needs_pickle)
+    fmt = Format(
+        name, suffix, _type_key(type), write, load, stream, folder, check, needs_pickle, open
+    )
     if default:
         rest = {k: v for k, v in _formats.items() if k != name}
         _formats.clear()
@@ -104,6 +111,13 @@ def _ensure_builtin() -> None:
         # each registers itself on import; this order makes the listing in errors
         for module in ("dataframe", "anndata_formats", "pickle_format"):
             import_module(f"{__package__}.{module}")
+        import_module(f"{__package__}.lazy")  # gives the formats above their lazy readers
+
+
+def set_open(name: str, open: Callable[[str | None], Callable[[Any], Any]]) -> Format:
+    """Give the registered format `name` a lazy reader (see the module's docstring)."""
+    fmt = _formats[name] = replace(_formats[name], open=open)
+    return fmt
 
 
 def _usable(fmt: Format, allow_pickle: bool = False) -> bool:
