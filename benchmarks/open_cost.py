@@ -27,12 +27,12 @@ import json
 import os
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
@@ -127,7 +127,7 @@ def bench_open(report: Report, work: Path, quick: bool, engines: tuple[str, ...]
     (shape,) = shapes
 
     def med(op: str, key: str) -> float:
-        return statistics.median(s[key] for s in samples[op])
+        return median(s[key] for s in samples[op])
 
     load_s, load_mib = med("load", "seconds"), med("load", "extra_bytes") / 2**20
     what = f"{shape[0]:,} of {rows:,} rows, 2 columns"

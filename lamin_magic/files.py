@@ -449,11 +449,12 @@ def open_file(file: reg.File, engine: str | None = None, verify: bool = True) ->
     from .storage.formats import format_for_suffix
 
     existing_path(file)
-    # pickle is never opened, so the format is looked up as if allowed, without unpickling
-    fmt = format_for_suffix(file.suffix, allow_pickle=True)
+    fmt = format_for_suffix(file.suffix, allow_pickle=True)  # found, not yet used
     if fmt.open is None:
         how = command("load", label(file))
         raise UnsupportedTypeError(f"{label(file)} ({fmt.name}) has no lazy reader; load it: {how}")
+    if fmt.needs_pickle:
+        format_for_suffix(file.suffix)  # refused where the local user does not allow pickle
     return read_stored(file, fmt, fmt.open(engine), verify, "open")
 
 

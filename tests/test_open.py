@@ -249,12 +249,12 @@ def test_open_imports_an_engine_only_when_asked_for(tmp_path):
     code = (
         "import sys, pandas as pd, lamin_magic as lm; lm.init('inst'); "
         "lm.add(lm.File(pd.DataFrame({'a': [1]}), name='t')); lm.open('t'); "
-        "print('polars' in sys.modules, 'duckdb' in sys.modules)"
+        "print(*(m in sys.modules for m in ('polars', 'duckdb', 'xarray', 'dask')))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True
     )
-    assert out.stdout.split() == ["False", "False"]
+    assert out.stdout.split() == ["False"] * 4
 
 
 def anndata_object(sparse: bool) -> ad.AnnData:
@@ -358,30 +358,61 @@ def test_formats_without_a_lazy_reader_say_to_load(tmp_path):
     assert str(e.value) == "d@1 (pickle) has no lazy reader; load it: lm.load('d@1')"
 
 
-def test_a_registered_format_can_bring_its_own_lazy_reader(inst):
-    def write_npy(arr, path):
-        with open(path, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
+def test_a_lazy_reader_that_unpickles_needs_the_users_trust(tmp_path):
+    import pickle
 
-    def load_npy(path):
-        return np.load(path, allow_pickle=False)
+    opened = []
 
-    def open_npy(engine):
-        if engine is not None:
-            raise InvalidArgumentError("npy files have no engines")
-        return lambda path: np.load(path, mmap_mode="r", allow_pickle=False)
+    def open_pickled(engine):
+        def read(path):
+            opened.append(path)
+            return pickle.loads(path.read_bytes())
+
+        return read
 
     lm.register_format(
-        "npy", suffix=".npy", type="numpy:ndarray", write=write_npy, load=load_npy, open=open_npy
+        "pk2",
+        suffix=".pk2",
+        type="builtins:dict",
+        write=lambda obj, path: path.write_bytes(pickle.dumps(obj)),
+        load=lambda path: pickle.loads(path.read_bytes()),
+        needs_pickle=True,
+        open=open_pickled,
     )
-    arr = np.arange(100.0).reshape(10, 10)
-    file = lm.add(lm.File(arr, name="arr"))
+    lm.init(tmp_path / "inst", allow_pickle=True)
+    lm.add(lm.File({"a": 1}, name="d", format="pk2"))
+    assert lm.open("d") == {"a": 1}
+    lm.init(tmp_path / "inst", allow_pickle=False)
+    with pytest.raises(UnsupportedTypeError, match=r"you do not allow unpickling \.pk2 files"):
+        lm.open("d")
+    assert len(opened) == 1
+
+
+def test_a_registered_format_can_bring_its_own_lazy_reader(inst):
+    # raw float64 values, opened as a read-only memory map: nothing read until indexed
+    def open_f64(engine):
+        if engine is not None:
+            raise InvalidArgumentError("f64 files have no engines")
+        return lambda path: np.memmap(path, dtype="float64", mode="r")
+
+    lm.register_format(
+        "f64",
+        suffix=".f64",
+        type="numpy:ndarray",
+        write=lambda arr, path: arr.astype("float64").tofile(path),
+        load=lambda path: np.fromfile(path, dtype="float64"),
+        open=open_f64,
+    )
+    arr = np.arange(100.0)
+    file = lm.add(lm.File(arr, name="arr", format="f64"))
     before = unchanged(file)
     opened = lm.open("arr")
     assert isinstance(opened, np.memmap) and not opened.flags.writeable
-    np.testing.assert_array_equal(opened[3], arr[3])
+    np.testing.assert_array_equal(opened[30:40], arr[30:40])
     with pytest.raises(ValueError, match="read-only"):
-        opened[0, 0] = 1
+        opened[0] = 1
+    with pytest.raises(InvalidArgumentError, match="f64 files have no engines"):
+        lm.open("arr", engine="polars")
     assert unchanged(file) == before
 
 
