@@ -23,7 +23,6 @@ from .errors import LaminMagicError, frontend, printable
 SUBCOMMANDS = (
     "save",
     "load",
-    "open",
     "ls",
     "show",
     "source",
@@ -35,6 +34,7 @@ SUBCOMMANDS = (
     "info",
     "init",
     "check",
+    "open",
 )
 OPTIONS = {
     "save": {"name", "description", "format"},
