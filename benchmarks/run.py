@@ -707,12 +707,23 @@ def versions_line() -> str:
     return ", ".join(f"{n} {md.version(n)}" for n in names)
 
 
+def bench_open(report: Report, work: Path, quick: bool) -> None:
+    """lm.open with each engine against lm.load (benchmarks/open_cost.py)."""
+    from open_cost import bench_open
+
+    work.mkdir()
+    bench_open(report, work, quick)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes; no timing targets")
     parser.add_argument(
         "--only",
-        help="comma-separated: import,load_ext,frame,small,anndata,registry,lifecycle,concurrency",
+        help=(
+            "comma-separated: import,load_ext,frame,small,anndata,registry,lifecycle,"
+            "concurrency,open"
+        ),
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -748,6 +759,7 @@ def main(argv: list[str] | None = None) -> int:
         ("registry", lambda: bench_registry(report, sizes, work)),
         ("lifecycle", lambda: bench_lifecycle(report, sizes, work)),
         ("concurrency", lambda: bench_concurrency(report, sizes, work)),
+        ("open", lambda: bench_open(report, work / "open", args.quick)),
     ]
     try:
         for name, step in steps:

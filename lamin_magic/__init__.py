@@ -23,6 +23,7 @@ _LAZY = {
     "context": ("tracking", "context"),
     "add": ("files", "add"),
     "load": ("files", "load"),
+    "open": ("files", "open"),
     "select": ("query", "select"),
     "File": ("registry", "File"),
     "Transform": ("registry", "Transform"),
@@ -55,6 +56,7 @@ __all__ = [
     "lineage",
     "load",
     "load_ipython_extension",
+    "open",
     "register_format",
     "restore",
     "select",
@@ -64,7 +66,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from . import errors
-    from .files import add, load
+    from .files import add, load, open
     from .graph import lineage
     from .instance import init
     from .integrity import check

@@ -44,9 +44,14 @@ class IntegrityError(LaminMagicError, RuntimeError):
     """Stored bytes are missing or do not match their recorded size and hash."""
 
 
+class MissingLibraryError(LaminMagicError, ImportError):
+    """An optional library (an engine of lm.open) is not installed; the message says how."""
+
+
 # what a message suggests, as (magic, command line, Python); {} takes an argument
 COMMANDS = {
     "ls": ("%lamin ls", "lamin-magic ls", "lm.select(lm.File).df()"),
+    "load": ("%lamin load {}", "lm.load({}) in Python", "lm.load({})"),
     "check": ("%lamin check", "lamin-magic check", "lm.check()"),
     "repair": ("%lamin check repair", "lamin-magic check --repair", "lm.check(repair=True)"),
     "init": ("%lamin init PATH", "lamin-magic init PATH", "lm.init(PATH)"),

@@ -18,6 +18,7 @@ from .errors import (
     InvalidArgumentError,
     LaminMagicError,
     NotFoundError,
+    UnsupportedTypeError,
     command,
 )
 from .ids import new_id
@@ -396,6 +397,33 @@ def verify_file(file: reg.File) -> None:
         )
 
 
+def read_stored(file: reg.File, fmt: Any, read: Any, verify: bool, verb: str) -> Any:
+    """`read(path)` of the file's stored bytes, then the file is an input of the current run.
+
+    `verify` re-hashes the bytes first; a library failing to read them is one line (and,
+    unverified, the bytes are checked then, to say whether they were damaged)."""
+    from .storage.hashing import folder_files
+    from .storage.objects import library_reason
+
+    path = existing_path(file)
+    if verify:
+        verify_file(file)
+    elif path.is_dir():
+        folder_files(path)  # refuses links out of the folder
+    try:
+        obj = read(path)
+    except (LaminMagicError, MemoryError):
+        raise
+    except Exception as e:  # the library could not read it: damaged bytes, or a missing library
+        if not verify:
+            verify_file(file)
+        raise IntegrityError(
+            f"cannot {verb} {label(file)} ({fmt.name}): {library_reason(e)}"
+        ) from e
+    record_input(file)
+    return obj
+
+
 def load_file(file: reg.File, verify: bool = True, allow_pickle: bool = False) -> Any:
     """The stored object; records the file as an input of the current run.
 
@@ -404,30 +432,41 @@ def load_file(file: reg.File, verify: bool = True, allow_pickle: bool = False) -
     not trust the instance to.
     """
     from .storage.formats import format_for_suffix
-    from .storage.hashing import folder_files
-    from .storage.objects import library_reason
 
     if file._object is not None and not file.key:
         return file._object
     path = existing_path(file)
     fmt = format_for_suffix(file.suffix, allow_pickle, path)
-    if verify:
-        verify_file(file)
-    elif path.is_dir():
-        folder_files(path)  # refuses links out of the folder
-    try:
-        obj = fmt.load(path)
-    except (LaminMagicError, MemoryError):
-        raise
-    except Exception as e:  # the library could not read it: damaged bytes, or a missing library
-        if not verify:
-            verify_file(file)
-        raise IntegrityError(f"cannot load {label(file)} ({fmt.name}): {library_reason(e)}") from e
-    record_input(file)
-    return obj
+    return read_stored(file, fmt, fmt.load, verify, "load")
 
 
 def load(spec: str, verify: bool = True, allow_pickle: bool = False) -> Any:
     """Load 'NAME' (the latest version) or 'NAME@VERSION'; see `load_file`."""
     name, version = parse_name_version(spec)
     return load_file(get_file(name, version), verify=verify, allow_pickle=allow_pickle)
+
+
+def open_file(file: reg.File, engine: str | None = None, verify: bool = True) -> Any:
+    """The stored object opened lazily: it reads the bytes when asked, never writes them.
+    Recorded as an input of the current run, like a load; `verify` re-hashes the bytes first
+    (they are read later, so it vouches for them as they are now)."""
+    from .storage.formats import format_for_suffix
+
+    existing_path(file)
+    fmt = format_for_suffix(file.suffix, allow_pickle=True)  # found, not yet used
+    if fmt.open is None:
+        how = command("load", label(file))
+        raise UnsupportedTypeError(f"{label(file)} ({fmt.name}) has no lazy reader; load it: {how}")
+    if fmt.needs_pickle:
+        format_for_suffix(file.suffix)  # refused where the local user does not allow pickle
+    return read_stored(file, fmt, fmt.open(engine), verify, "open")
+
+
+# named after the builtin on purpose, as lm.open; nothing in this module uses the builtin
+def open(spec: str, engine: str | None = None, verify: bool = True) -> Any:
+    """Open 'NAME' (the latest version) or 'NAME@VERSION' lazily, without reading it into
+    memory: parquet as a pyarrow Dataset (engine='polars': a polars LazyFrame,
+    engine='duckdb': a DuckDB relation), h5ad as a read-only backed AnnData, zarr through
+    anndata's lazy reader. See `open_file`."""
+    name, version = parse_name_version(spec)
+    return open_file(get_file(name, version), engine=engine, verify=verify)

@@ -34,10 +34,12 @@ SUBCOMMANDS = (
     "info",
     "init",
     "check",
+    "open",
 )
 OPTIONS = {
     "save": {"name", "description", "format"},
     "load": {"verify"},
+    "open": {"verify", "engine"},
     "ls": {"page", *views.LS_FILTERS},
     "source": set(),
     "lineage": {"depth"},
@@ -131,6 +133,15 @@ class LaminMagics(Magics):
             _, keywords, dunder names) is never bound: load it as VAR. Binding over your own
             variable says what it replaced. The load is recorded as an input of this run
             (a run's load of a file it made itself is not).
+
+        %lamin open NAME[@VERSION] [as VAR] [engine=pyarrow|polars|duckdb] [verify=yes|no]
+        x = %lamin open NAME[@VERSION]
+            Open it lazily, for objects too big for memory: nothing is read until you ask.
+            Parquet opens as a pyarrow Dataset (engine=polars: a polars LazyFrame,
+            engine=duckdb: a DuckDB relation), h5ad as a read-only backed AnnData, zarr
+            through anndata's lazy reader (needs xarray and dask). The stored bytes are
+            never written: writing the AnnData back fails; save a new object instead.
+            Binds, verifies and is recorded as an input of this run as load does.
 
         %lamin ls [PATTERN] [page=N] [notebook=NAME] [run=ID] [type=parquet] [larger=SIZE]
                   [smaller=SIZE] [since=DATE] [until=DATE]
@@ -294,32 +305,48 @@ class LaminMagics(Magics):
         self.do_save(bound, options)
 
     def do_load(self, words: list[str], options: dict[str, str]) -> Any:
+        return self._bring("load", words, options)
+
+    def do_open(self, words: list[str], options: dict[str, str]) -> Any:
+        return self._bring("open", words, options)
+
+    def _bring(self, verb: str, words: list[str], options: dict[str, str]) -> Any:
+        """load or open: into the variable NAME (or VAR), or returned to `x = %lamin ...`."""
         if len(words) == 3 and words[1] == "as":
             spec, var = words[0], words[2]
         elif len(words) == 1:
             spec, var = words[0], None
         else:
-            raise UsageError("write %lamin load NAME[@VERSION] [as VAR]")
+            raise UsageError(f"write %lamin {verb} NAME[@VERSION] [as VAR]")
         verify = yes_or_no(options.get("verify", "yes"), "verify")
         name, version = files.parse_name_version(spec)
         target = var or name
         assigned = var is None and value_is_used()
         file = files.get_file(name, version)
         if not assigned:
-            self._check_bindable(target, spec)
-        obj = file.load(verify=verify)
+            self._check_bindable(target, spec, verb)
+        if verb == "open":
+            obj = file.open(engine=options.get("engine"), verify=verify)
+        else:
+            obj = file.load(verify=verify)
         if assigned:
             return obj
         ns = self.ip.user_ns
         replaced = f"; it replaced the {describe_object(ns[target])}" if target in ns else ""
         ns[target] = obj
-        print(f"loaded {name}@{file.version} into {target} ({describe_object(obj)}{replaced})")
+        lazy = ", read on demand" if verb == "open" else ""
+        print(
+            f"{verb}ed {name}@{file.version} into {target} ({describe_object(obj)}{lazy}{replaced})"
+        )
         return None
 
-    def _check_bindable(self, target: str, spec: str) -> None:
+    def _check_bindable(self, target: str, spec: str, verb: str) -> None:
         """Refuse names the kernel needs; say how to load under another name."""
         spec = shlex.quote(spec)
-        fix = f"load it under another name: %lamin load {spec} as VAR, or x = %lamin load {spec}"
+        fix = (
+            f"{verb} it under another name: %lamin {verb} {spec} as VAR, "
+            f"or x = %lamin {verb} {spec}"
+        )
         if not IDENTIFIER.match(target):
             raise UsageError(f"{target!r} is not a variable name; {fix}")
         why = reserved(target, self.ip)
@@ -419,7 +446,10 @@ class LaminMagics(Magics):
 
 
 def describe_object(obj: Any) -> str:
-    shape = getattr(obj, "shape", None)
+    try:  # a lazy object's shape may read its bytes, which may be gone
+        shape = getattr(obj, "shape", None)
+    except Exception:
+        shape = None
     kind = type(obj).__name__
     if isinstance(shape, tuple):
         return f"{kind} {' x '.join(map(str, shape))}"

@@ -286,6 +286,12 @@ class File(Record):
 
         return load_file(self, verify=verify, allow_pickle=allow_pickle)
 
+    def open(self, engine: str | None = None, verify: bool = True) -> Any:
+        """The stored object opened lazily (see `lm.open`); an input of the current run."""
+        from .files import open_file
+
+        return open_file(self, engine=engine, verify=verify)
+
     @property
     def path(self) -> Path:
         """Where the stored object is on disk."""

@@ -19,14 +19,17 @@ Register a format for your own type::
 
 A writer may instead take a binary stream (`stream=True`): the bytes are then hashed as they
 are written, with no second read. A `check(obj)` callable, if given, refuses objects the
-format cannot store faithfully by raising `UnsupportedTypeError` with the fix.
+format cannot store faithfully by raising `UnsupportedTypeError` with the fix. An
+`open(engine)` callable, if given, is what `lm.open` uses: it returns a reader, path -> an
+object that reads the stored bytes on demand and never writes them (lazy.py has the built-in
+ones); it raises `InvalidArgumentError` for an engine it does not know.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import InvalidArgumentError, UnsupportedTypeError, command
@@ -47,6 +50,7 @@ class Format:
     # formats sharing a suffix: True for the stored objects this format wrote (read from them)
     claims: Callable[[Any], bool] | None = None
     implicit: bool = True  # a bare %%lamin save saves what the cell bound of this type
+    open: Callable[[str | None], Callable[[Any], Any]] | None = None  # engine -> lazy reader
 
 
 _formats: dict[
@@ -80,6 +84,7 @@ def register_format(
     needs_pickle: bool = False,
     claims: Callable[[Any], bool] | None = None,
     implicit: bool = True,
+    open: Callable[[str | None], Callable[[Any], Any]] | None = None,
 ) -> Format:
     """Teach lamin_magic to store objects of `type` as `suffix` files (or folders).
 
@@ -104,6 +109,7 @@ def register_format(
         needs_pickle,
         claims=claims,
         implicit=implicit,
+        open=open,
     )
     if default:
         rest = {k: v for k, v in _formats.items() if k != name}
@@ -130,6 +136,13 @@ def _ensure_builtin() -> None:
             "pickle_format",
         ):
             import_module(f"{__package__}.{module}")
+        import_module(f"{__package__}.lazy")  # gives the formats above their lazy readers
+
+
+def set_open(name: str, open: Callable[[str | None], Callable[[Any], Any]]) -> Format:
+    """Give the registered format `name` a lazy reader (see the module's docstring)."""
+    fmt = _formats[name] = replace(_formats[name], open=open)
+    return fmt
 
 
 def _usable(fmt: Format, allow_pickle: bool = False) -> bool:
