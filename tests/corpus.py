@@ -158,23 +158,20 @@ def statsmodels_frames() -> Iterator[tuple[str, Any]]:
 
 
 def scanpy_anndata() -> Iterator[tuple[str, Any]]:
-    """scanpy's bundled AnnData: pbmc68k_reduced (as shipped: processed, with raw) and the
-    analysis a user runs on its raw counts; krumsiek11 (a simulation, with no counts to
-    normalize)."""
+    """scanpy's bundled AnnData: pbmc68k_reduced as shipped (processed: scaled X, .raw, PCA,
+    UMAP, neighbors, marker genes); its .raw as a plain AnnData; that run through the steps of
+    a scanpy notebook; krumsiek11 (a simulation: no counts to normalize). anndata ships none."""
     if _installed("scanpy") is None:
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import scanpy as sc
+    import scanpy as sc
 
-        pbmc = sc.datasets.pbmc68k_reduced()
-        yield "pbmc68k_reduced", pbmc
-        counts = pbmc.raw.to_adata()
-        counts.raw = None
-        yield "pbmc68k_reduced.raw", counts
-        yield "pbmc68k_reduced.processed", _processed(sc, counts, "bulk_labels")
-        krumsiek = sc.datasets.krumsiek11()
-        yield "krumsiek11", krumsiek
+    pbmc = sc.datasets.pbmc68k_reduced()
+    yield "pbmc68k_reduced", pbmc
+    expression = pbmc.raw.to_adata()
+    expression.raw = None
+    yield "pbmc68k_reduced.raw", expression
+    yield "pbmc68k_reduced.processed", _processed(sc, expression, "bulk_labels")
+    yield "krumsiek11", sc.datasets.krumsiek11()
 
 
 def _processed(sc: Any, adata: Any, groupby: str) -> Any:
