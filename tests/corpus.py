@@ -8,9 +8,10 @@ neighbors). The packages are the optional extra `corpus` (pyproject.toml); a sou
 package is missing yields nothing.
 
 `roundtrip(item)` saves one item with `lm.add(lm.File(...))` into the instance in use, loads it
-back and classifies it: exact, refused (a lamin_magic error in one line), changed (the loaded
-object differs; `differences` says how) or crashed (any other exception, or a message of more
-than one line).
+back and classifies it: exact, refused (saving raised a lamin_magic error of one line), changed
+(the loaded object differs, or saving changed the object in memory; `differences` says how) or
+crashed (saving raised anything else or a message of more than one line, or loading what was
+saved failed).
 """
 
 from __future__ import annotations
@@ -198,6 +199,35 @@ SOURCES: dict[str, Callable[[], Iterator[tuple[str, Any]]]] = {
 }
 
 
+def frame_variants(df: Any) -> list[tuple[str, Any]]:
+    """A frame as is, and as users get it with other dtypes: `.convert_dtypes()`, the same
+    with pyarrow-backed strings (`mode.string_storage`), `.convert_dtypes(dtype_backend=
+    "pyarrow")`, and with pandas 3's default string dtype (`StringDtype(na_value=nan)`, what
+    `future.infer_string` gives). The string variants only where the frame has strings."""
+    import numpy as np
+    import pandas as pd
+
+    variants = [
+        ("", df),
+        ("+numpy_nullable", df.convert_dtypes()),
+        ("+pyarrow", df.convert_dtypes(dtype_backend="pyarrow")),
+    ]
+    strings = [
+        c
+        for c, dtype in df.dtypes.items()
+        if isinstance(dtype, np.dtype)
+        and dtype.kind == "O"
+        and all(isinstance(v, str) for v in df[c].dropna())
+    ]
+    if strings and not df.columns.has_duplicates:
+        with pd.option_context("mode.string_storage", "pyarrow"):
+            variants.append(("+string_pyarrow", df.convert_dtypes()))
+        variants.append(
+            ("+str", df.astype(dict.fromkeys(strings, pd.StringDtype(na_value=np.nan))))
+        )
+    return variants
+
+
 def items(sources: list[str] | None = None) -> Iterator[Item]:
     """Every item of `sources` (all by default), with its variants."""
     import pandas as pd
@@ -213,11 +243,7 @@ def items(sources: list[str] | None = None) -> Iterator[Item]:
                     break
                 base = f"{source}/{name}"
                 if isinstance(obj, pd.DataFrame):
-                    variants = [
-                        Item(base, obj),
-                        Item(f"{base}+numpy_nullable", obj.convert_dtypes()),
-                        Item(f"{base}+pyarrow", obj.convert_dtypes(dtype_backend="pyarrow")),
-                    ]
+                    variants = [Item(f"{base}{v}", frame) for v, frame in frame_variants(obj)]
                 else:
                     variants = [Item(base, obj), Item(f"{base}#zarr", obj, format="zarr")]
             yield from variants
@@ -246,16 +272,18 @@ def roundtrip(item: Item) -> Outcome:
 
     reference = copy.deepcopy(item.obj)
     kwargs = {"format": item.format} if item.format else {}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a warning is not an outcome; what loads is
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a warning is not an outcome; what loads is
+        try:
             file = lm.add(lm.File(item.obj, name=item.id, **kwargs))
+        except LaminMagicError as e:
+            return Outcome(item.id, "refused" if _one_line(e) else "crashed", _describe(e))
+        except Exception as e:
+            return Outcome(item.id, "crashed", _describe(e))
+        try:
             loaded = file.load()
-    except LaminMagicError as e:
-        kind = "refused" if _one_line(e) else "crashed"
-        return Outcome(item.id, kind, _describe(e))
-    except Exception as e:
-        return Outcome(item.id, "crashed", _describe(e))
+        except Exception as e:  # saved, then not loadable: worse than a refusal
+            return Outcome(item.id, "crashed", ["loading: " + _describe(e)[0]])
     try:
         found = [
             f"saving changed the object in memory: {d}" for d in differences(reference, item.obj)

@@ -288,8 +288,6 @@ def _same_numpy_dtype(a: Any, b: Any) -> bool:
 
 def _dtype_text(a: Any, b: Any) -> str:
     """'A != B' for two dtypes, naming what differs where their texts alone would not."""
-    import numpy as np
-
     if getattr(a, "names", None) and getattr(b, "names", None):  # structured: the first field
         if a.names != b.names:
             return f"fields {_short(a.names)} != {_short(b.names)}"
@@ -298,8 +296,7 @@ def _dtype_text(a: Any, b: Any) -> str:
             if fa != fb or fa.str != fb.str:
                 return f"of field {name!r} {fa.str} != {fb.str}"
     ta, tb = _dtype_name(a), _dtype_name(b)
-    extension = not isinstance(a, np.dtype) and not isinstance(b, np.dtype)
-    if ta == tb or (extension and type(a) is not type(b)):
+    if ta == tb:
         ta, tb = f"{type(a).__name__} {ta}", f"{type(b).__name__} {tb}"
         if ta == tb:
             ta, tb = repr(a), repr(b)
@@ -307,6 +304,10 @@ def _dtype_text(a: Any, b: Any) -> str:
 
 
 def _dtype_name(dtype: Any) -> str:
+    if type(dtype).__name__ == "StringDtype":  # str() hides the storage or the NA marker
+        return f"StringDtype({dtype.storage!r}, na_value={dtype.na_value!r})"
+    if type(dtype).__name__ == "ArrowDtype":
+        return f"ArrowDtype({dtype.pyarrow_dtype})"
     text = getattr(dtype, "str", None)
     numpy = isinstance(text, str) and type(dtype).__module__.startswith("numpy")
     return text if numpy else str(dtype)

@@ -65,7 +65,10 @@ def test_identical_things_give_nothing():
         (lambda d: d.reset_index(drop=True), "df.index: Index != RangeIndex"),
         (lambda d: d.astype({"i": "int32"}), "df['i']: dtype <i8 != <i4"),
         (lambda d: d.astype({"i": "Int64"}), "df['i']: dtype <i8 != Int64"),
-        (lambda d: d.astype({"s": "string[python]"}), "df['s']: dtype |O != string"),
+        (
+            lambda d: d.astype({"s": "string[python]"}),
+            "df['s']: dtype |O != StringDtype('python', na_value=<NA>)",
+        ),
         (
             lambda d: d.assign(s=d["s"].astype("string[python]")).astype({"s": "string[pyarrow]"}),
             "dtype",
@@ -142,7 +145,9 @@ def test_extension_arrays_compare_their_values_and_missing_markers():
     assert differences(arrow, nan)[0].startswith("df['x'][1]: None")
     strings = pd.DataFrame({"s": pd.array(["a", None], dtype="string[pyarrow]")})
     arrow_strings = strings.astype(pd.ArrowDtype(pa.string()))
-    assert "ArrowDtype" in differences(strings, arrow_strings)[0]
+    assert differences(strings, arrow_strings) == [
+        "df['s']: dtype StringDtype('pyarrow', na_value=<NA>) != ArrowDtype(string)"
+    ]
 
 
 def test_numpy_values_and_scalars_keep_their_types():
@@ -227,3 +232,60 @@ def test_each_difference_in_anndata_is_found(change, expected):
 )
 def test_a_copy_is_always_the_same(df):
     assert differences(df, copy.deepcopy(df)) == []
+
+
+class Box:
+    """An object a test format stores as JSON: what loads is up to the format's loader."""
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+    def __eq__(self, other) -> bool:
+        return type(other) is Box and other.value == self.value
+
+    def __repr__(self) -> str:
+        return f"Box({self.value!r})"
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize(
+    ("load", "check", "kind", "detail"),
+    [
+        (lambda v: Box(v), None, "exact", None),
+        (lambda v: Box(v + 1), None, "changed", "object: Box(1) != Box(2)"),
+        (lambda v: v, None, "changed", "object: type"),
+        (lambda v: 1 / 0, None, "crashed", "loading: "),
+        (lambda v: Box(v), "refuse", "refused", "UnsupportedTypeError"),
+        (lambda v: Box(v), "refuse\ntwo lines", "crashed", "(+1 more lines)"),
+        (lambda v: Box(1), "mutate", "changed", "saving changed the object in memory: object"),
+    ],
+)
+def test_the_corpus_classifies_each_outcome(inst, load, check, kind, detail):
+    import json
+
+    import corpus
+
+    import lamin_magic as lm
+    from lamin_magic.errors import UnsupportedTypeError
+
+    def refuse(box):
+        if check == "mutate":
+            box.value = 2
+        elif check:
+            raise UnsupportedTypeError(check)
+
+    lm.register_format(
+        "box",
+        suffix=".box",
+        type=Box,
+        write=lambda box, path: path.write_text(json.dumps(box.value)),
+        load=lambda path: load(json.loads(path.read_text())),
+        check=refuse,
+    )
+    outcome = corpus.roundtrip(corpus.Item("test/box", Box(1)))
+    assert outcome.kind == kind, outcome
+    if detail is None:
+        assert outcome.detail == []
+    else:
+        assert detail in outcome.detail[0], outcome
