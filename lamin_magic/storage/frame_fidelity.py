@@ -247,8 +247,8 @@ def _null_kind(where: str, code: str, array: Any, arrow: Any) -> str | None:
             kinds.add("none")
         elif value is pd.NA:
             kinds.add("NA")
-        elif type(value) is float and value != value:
-            kinds.add("nan")
+        elif type(value) is float and value != value and math.copysign(1.0, value) > 0:
+            kinds.add("nan")  # a negative NaN would come back positive: refused below
         else:
             raise UnsupportedTypeError(
                 f"{where} holds {_shown(value)} as a missing value, which parquet would give "
