@@ -168,7 +168,7 @@ def test_obs_text_columns_holding_other_values_are_refused(inst, fmt, values):
     obs = pd.DataFrame({"label": values}, index=["x", "y", "z"])
     adata = ad.AnnData(np.zeros((3, 1), dtype=np.float32), obs=obs)
     with pytest.raises(
-        UnsupportedTypeError, match=r"adata.obs\['label'\] holds .*astype\('category'\)"
+        UnsupportedTypeError, match=r"adata.obs\['label'\]: .* among text.*astype\('category'\)"
     ):
         lm.add(lm.File(adata, name="labels", format=fmt))
     adata.obs["label"] = adata.obs["label"].astype("category")
@@ -193,3 +193,81 @@ def test_mudata_uns_of_each_modality_comes_back_exactly_or_is_refused(inst):
     atac.uns["mixed"] = [1, "a"]
     with pytest.raises(UnsupportedTypeError, match=r"mdata.mod\['atac'\].uns\['mixed'\]"):
         lm.add(lm.File(mdata, name="multi"))
+
+
+IDX = ["0", "1", "2"]
+
+
+def small(**slots):
+    X = slots.pop("X", np.ones((3, 2), np.float32))
+    obs = slots.pop("obs", pd.DataFrame(index=IDX))
+    return ad.AnnData(X, obs=obs, var=pd.DataFrame(index=["g0", "g1"]), **slots)
+
+
+SLOTS_KEPT = {  # came back as other kinds of array before
+    "csr_array X": lambda: small(X=sp.csr_array(np.ones((3, 2), np.float32))),
+    "csc_array layer": lambda: small(layers={"l": sp.csc_array(np.ones((3, 2)))}),
+    "Fortran-ordered X": lambda: small(X=np.asfortranarray(np.arange(6.0).reshape(3, 2))),
+}
+SLOTS_REFUSED = {  # were changed without a word, or failed with a library's message
+    "text in an obsm DataFrame": (
+        lambda: small(obsm={"d": pd.DataFrame({"s": ["a", np.nan, "b"]}, index=IDX)}),
+        r"adata.obsm\['d'\]\['s'\]: float values among text",
+    ),
+    "mixed categories": (
+        lambda: small(obs=pd.DataFrame({"c": pd.Categorical([1, "a", 1])}, index=IDX)),
+        r"the categories of adata.obs\['c'\]: int values among text",
+    ),
+    "Int64 categories": (
+        lambda: small(
+            obs=pd.DataFrame({"c": pd.Categorical(pd.array([1, 2, 1], dtype="Int64"))}, index=IDX)
+        ),
+        r"categories of adata.obs\['c'\] have dtype Int64",
+    ),
+    "text X": (lambda: small(X=np.array([["a", "b"]] * 3)), r"adata.X holds text"),
+    "index named _index": (
+        lambda: small(obs=pd.DataFrame(index=pd.Index(IDX, name="_index"))),
+        "a name anndata reserves",
+    ),
+    "obs attrs": (
+        lambda: (lambda a: (a.obs.attrs.update(x=1), a)[1])(small()),
+        "attrs would not be kept",
+    ),
+    "masked X": (
+        lambda: small(X=np.ma.masked_array(np.ones((3, 2)), mask=[[1, 0], [0, 0], [0, 0]])),
+        "adata.X is a MaskedArray",
+    ),
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("name", SLOTS_KEPT)
+def test_array_kinds_anndata_would_change_come_back_as_they_were(inst, fmt, name):
+    from fidelity import differences
+
+    adata = SLOTS_KEPT[name]()
+    loaded = lm.add(lm.File(adata, name="slots", format=fmt)).load()
+    assert differences(adata, loaded) == []
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("name", SLOTS_REFUSED)
+def test_what_anndata_would_change_is_refused_naming_it(inst, fmt, name):
+    make, message = SLOTS_REFUSED[name]
+    with pytest.raises(UnsupportedTypeError, match=message) as raised:
+        lm.add(lm.File(make(), name="slots", format=fmt))
+    assert "\n" not in str(raised.value)
+
+
+def test_saving_a_mudata_leaves_its_text_columns_text(inst):
+    """mudata's writer turns text into categoricals, in the user's modalities and the file."""
+    mudata = pytest.importorskip("mudata")
+    rna = ad.AnnData(
+        np.ones((3, 1), np.float32), obs=pd.DataFrame({"s": ["a", "b", "a"]}, index=IDX)
+    )
+    with mudata.set_options(pull_on_update=False):
+        mdata = mudata.MuData({"rna": rna})
+    loaded = lm.add(lm.File(mdata, name="text")).load()
+    assert mdata.mod["rna"].obs["s"].dtype == object
+    assert loaded.mod["rna"].obs["s"].dtype == object
+    assert loaded.mod["rna"].obs["s"].tolist() == ["a", "b", "a"]

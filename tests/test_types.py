@@ -453,7 +453,7 @@ def test_mudata_round_trip(inst, n_obs, seed):
 def test_mudata_refusals(inst):
     mdata = make_mudata(4, 0)
     mdata.mod["rna"].uns[1] = "x"
-    refused(mdata, r"adata\.uns has the key 1")
+    refused(mdata, r"mdata\.mod\[.rna.\]\.uns has the key 1")
     mdata = make_mudata(4, 0)
     mdata.uns["pair"] = (1, 2)
     refused(mdata, r"mdata\.uns\['pair'\] is a tuple")

@@ -13,29 +13,158 @@ from .formats import register_format
 # to: that would change the user's object and make what loads differ from what was saved.
 
 
-def check_anndata(adata: Any) -> None:
+def check_anndata(adata: Any, where: str = "adata") -> None:
     """Refuse what anndata's writers fail on or change, with the fix, before anything is written."""
-    _check_mapping(adata.uns, "adata.uns")
-    _check_text_columns(adata.obs, "adata.obs")
-    _check_text_columns(adata.var, "adata.var")
+    _check_mapping(adata.uns, f"{where}.uns")
+    check_frames(adata, where)
+    _check_arrays(adata, where)
 
 
-def _check_text_columns(frame: Any, where: str) -> None:
+def check_frames(obj: Any, where: str) -> None:
+    """obs, var, raw.var and the DataFrames in obsm/varm, of an AnnData or a MuData."""
+    import pandas as pd
+
+    frames = [(obj.obs, f"{where}.obs"), (obj.var, f"{where}.var")]
+    raw = getattr(obj, "raw", None)
+    if raw is not None:
+        frames.append((raw.var, f"{where}.raw.var"))
+    for slot in ("obsm", "varm"):
+        for key, value in getattr(obj, slot).items():
+            if isinstance(value, pd.DataFrame):
+                frames.append((value, f"{where}.{slot}[{key!r}]"))
+    for frame, name in frames:
+        _check_frame(frame, name)
+
+
+def _check_frame(frame: Any, where: str) -> None:
     """anndata writes an object column as text: h5ad refuses anything else in it, and zarr
-    writes it as text ('nan', '1'), which would change the data silently."""
+    writes it as text ('nan', '1'), which would change the data silently. It keeps neither a
+    DataFrame's attrs nor an index named '_index', nor the dtype of extension categories."""
+    import numpy as np
+    import pandas as pd
+
+    if frame.attrs:
+        raise UnsupportedTypeError(
+            f"{where}.attrs would not be kept (anndata stores no DataFrame attrs); move it "
+            f"into uns and clear it: {where}.attrs = {{}}"
+        )
+    if frame.index.name == "_index":
+        raise UnsupportedTypeError(
+            f"{where}'s index is named '_index', a name anndata reserves (it comes back "
+            f"unnamed); rename it: {where}.index.name = 'index'"
+        )
     for name in frame.columns:
         column = frame[name]
-        if column.dtype != object:
-            continue
-        odd = {type(v) for v in column.to_numpy()} - {str}
-        if odd:
-            kinds = ", ".join(sorted(t.__name__ for t in odd))
-            code = f"{where}[{name!r}]"
+        code = f"{where}[{name!r}]"
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            categories = column.dtype.categories
+            if categories.dtype == object:
+                fix = f"make them text: {code} = {code}.cat.rename_categories(str)"
+                _only_text(categories.to_numpy(), f"the categories of {code}", fix)
+            elif not isinstance(categories.dtype, np.dtype):
+                raise UnsupportedTypeError(
+                    f"the categories of {code} have dtype {categories.dtype}, which anndata "
+                    f"gives back as a numpy dtype; convert them first: {code} = "
+                    f"{code}.cat.set_categories({code}.cat.categories.to_numpy())"
+                )
+        elif column.dtype == object:
+            fix = f"make it categorical ({code} = {code}.astype('category')) or give it one type"
+            _only_text(column.to_numpy(), code, fix)
+
+
+def _only_text(values: Any, what: str, fix: str) -> None:
+    odd = {type(v) for v in values} - {str}
+    if odd:
+        kinds = ", ".join(sorted(t.__name__ for t in odd))
+        raise UnsupportedTypeError(
+            f"{what}: {kinds} values among text, which anndata would store as text or refuse; {fix}"
+        )
+
+
+def _check_arrays(adata: Any, where: str) -> None:
+    """X, layers and the arrays of obsm/varm/obsp/varp (and raw.X): what anndata changes."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    for path, value in array_slots(adata):
+        code = f"{where}.{path}" if path == "X" else f"{where}.{_slot_code(path)}"
+        if isinstance(value, np.ndarray) and type(value) is not np.ndarray:
             raise UnsupportedTypeError(
-                f"{code} holds {kinds} values among its text, which anndata would store as text "
-                f"or refuse; make it categorical ({code} = {code}.astype('category')) or give it "
-                "one type"
+                f"{code} is a {type(value).__name__}, which anndata stores as a plain array "
+                f"(a mask or a subclass would be lost); store {code} = np.asarray({code})"
             )
+        if isinstance(value, np.ndarray) and value.dtype.kind in "USO":
+            raise UnsupportedTypeError(
+                f"{code} holds text ({value.dtype}), which anndata gives back as another "
+                "kind of string array; keep text in obs, var or uns"
+            )
+    raw = adata.raw
+    if raw is not None and (
+        isinstance(raw.X, sp.sparray) or (isinstance(raw.X, np.ndarray) and _fortran(raw.X))
+    ):
+        raise UnsupportedTypeError(
+            f"{where}.raw.X is a {type(raw.X).__name__} (or Fortran-ordered), which anndata "
+            "gives back as a csr_matrix or a C-ordered array; convert it before setting raw"
+        )
+
+
+def _slot_code(path: str) -> str:
+    slot, key = path.split("/", 1)
+    return f"{slot}[{key!r}]"
+
+
+def array_slots(adata: Any) -> list[tuple[str, Any]]:
+    """(path in the file, value) of X and of every array in layers, obsm, varm, obsp, varp."""
+    import pandas as pd
+
+    found = [("X", adata.X)] if adata.X is not None else []
+    for slot in ("layers", "obsm", "varm", "obsp", "varp"):
+        for key, value in getattr(adata, slot).items():
+            if not isinstance(value, pd.DataFrame):
+                found.append((f"{slot}/{key}", value))
+    return found
+
+
+def _fortran(array: Any) -> bool:
+    return array.ndim > 1 and array.flags.f_contiguous and not array.flags.c_contiguous
+
+
+def slot_record(adata: Any, prefix: str = "") -> dict[str, str]:
+    """What anndata gives back as another kind of array: scipy sparse arrays come back as
+    sparse matrices, Fortran-ordered arrays as C-ordered ones. Recorded, undone on load."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    record = {}
+    for path, value in array_slots(adata):
+        if isinstance(value, sp.sparray):
+            record[prefix + path] = type(value).__name__
+        elif isinstance(value, np.ndarray) and _fortran(value):
+            record[prefix + path] = "fortran"
+    return record
+
+
+def restore_slots(adata: Any, record: dict[str, str], prefix: str = "") -> None:
+    import numpy as np
+    import scipy.sparse as sp
+
+    for path, kind in record.items():
+        if not path.startswith(prefix):
+            continue
+        path = path[len(prefix) :]
+        value = (
+            adata.X if path == "X" else getattr(adata, path.split("/")[0])[path.split("/", 1)[1]]
+        )
+        if kind == "fortran":
+            value = np.asfortranarray(value)
+        elif kind in ("csr_array", "csc_array", "coo_array"):
+            value = getattr(sp, kind)(value)
+        else:
+            continue
+        if path == "X":
+            adata.X = value
+        else:
+            getattr(adata, path.split("/")[0])[path.split("/", 1)[1]] = value
 
 
 def _check_mapping(mapping: Any, where: str) -> None:
@@ -66,7 +195,7 @@ def write_h5ad(adata: Any, path: Any) -> None:
 
     in_memory(adata).write_h5ad(path, convert_strings_to_categoricals=False)
     with h5py.File(path, "r+") as f:
-        uns.check_written(f, [("uns", adata.uns, "adata.uns")])
+        uns.check_written(f, [("uns", adata.uns, "adata.uns")], slot_record(adata))
 
 
 def load_h5ad(path: Any) -> Any:
@@ -75,7 +204,8 @@ def load_h5ad(path: Any) -> Any:
 
     adata = anndata.read_h5ad(path)
     with h5py.File(path, "r") as f:
-        uns.restore_from(f.attrs.get(uns.RECORD_KEY), {"uns": adata.uns})
+        slots = uns.restore_from(f.attrs.get(uns.RECORD_KEY), {"uns": adata.uns})
+    restore_slots(adata, slots)
     return adata
 
 
@@ -88,7 +218,8 @@ def write_zarr(adata: Any, path: Any) -> None:
     with warnings.catch_warnings(), anndata.settings.override(zarr_write_format=2):
         warnings.filterwarnings("ignore", message="Writing zarr v2 data", category=UserWarning)
         in_memory(adata).write_zarr(str(path), convert_strings_to_categoricals=False)
-    uns.check_written(zarr.open_group(str(path), mode="r+"), [("uns", adata.uns, "adata.uns")])
+    group = zarr.open_group(str(path), mode="r+")
+    uns.check_written(group, [("uns", adata.uns, "adata.uns")], slot_record(adata))
 
 
 def load_zarr(path: Any) -> Any:
@@ -97,7 +228,7 @@ def load_zarr(path: Any) -> Any:
 
     adata = anndata.read_zarr(str(path))
     group = zarr.open_group(str(path), mode="r")
-    uns.restore_from(group.attrs.get(uns.RECORD_KEY), {"uns": adata.uns})
+    restore_slots(adata, uns.restore_from(group.attrs.get(uns.RECORD_KEY), {"uns": adata.uns}))
     return adata
 
 

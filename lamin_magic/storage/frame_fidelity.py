@@ -35,11 +35,18 @@ class Plan:
         self.labels: dict[str, Any] | None = None  # a RangeIndex of columns
         self.freq: dict[str, str] = {}  # of a DatetimeIndex / TimedeltaIndex: "index", "columns"
         self.string_slots: list[tuple[str, str, Any]] = []  # (where, code, array): all str?
+        self.flags: dict[str, bool] = {}  # df.flags other than pandas' defaults
 
     def metadata(self) -> bytes | None:
-        if not (self.fixes or self.labels or self.freq):
+        if not (self.fixes or self.labels or self.freq or self.flags):
             return None
-        record = {"version": 1, "slots": self.fixes, "columns": self.labels, "freq": self.freq}
+        record = {
+            "version": 1,
+            "slots": self.fixes,
+            "columns": self.labels,
+            "freq": self.freq,
+            "flags": self.flags,
+        }
         return json.dumps(record).encode()
 
     def check_strings_in_background(self) -> Callable[[], None]:
@@ -72,9 +79,12 @@ def plan(df: Any, table: Any) -> Plan:
     result = Plan()
     predicted = _Predicted(table)
     if not _plain_labels(df.columns):
+        _distinct_as_text(df.columns)
         result.labels = _labels(df.columns, predicted.frame.columns)
     for pos, dtype in enumerate(df.dtypes):
         if _plain_dtype(dtype):
+            if dtype.kind == "f" and table.column(pos).null_count:
+                _check_nan_bits(f"column {_shown(df.columns[pos])}", df.iloc[:, pos].to_numpy())
             continue
         label = df.columns[pos]
         fix = _slot(
@@ -96,6 +106,8 @@ def plan(df: Any, table: Any) -> Plan:
         freq = getattr(labels, "freqstr", None)
         if freq is not None and not isinstance(labels, pd.PeriodIndex):
             result.freq[axis] = freq
+    if not df.flags.allows_duplicate_labels:
+        result.flags["allows_duplicate_labels"] = False
     _check_attrs(df.attrs)
     return result
 
@@ -104,7 +116,13 @@ def _plan_index(index: Any, table: Any, predicted: _Predicted, result: Plan) -> 
     import pandas as pd
 
     back = predicted.frame.index
-    if type(index) is not type(back) or list(index.names) != list(back.names):
+    # a CategoricalIndex of numbers comes back plain: its slot below rebuilds it
+    if type(index) is not type(back) and not isinstance(index, pd.CategoricalIndex):
+        raise UnsupportedTypeError(
+            f"its index ({type(index).__name__}) would come back as {type(back).__name__}; "
+            "store it as columns first: df = df.reset_index()"
+        )
+    if list(index.names) != list(back.names):
         raise UnsupportedTypeError(
             f"its index ({type(index).__name__} named {list(index.names)}) would come back as "
             f"{type(back).__name__} named {list(back.names)}; name it with text "
@@ -131,7 +149,8 @@ def _plan_index(index: Any, table: Any, predicted: _Predicted, result: Plan) -> 
 
 
 class _Predicted:
-    """What to_pandas would make of the table's schema, computed only if a slot needs it."""
+    """What a load would make of the table's schema (written to parquet and read back, with
+    no rows), computed only if a slot needs it."""
 
     def __init__(self, table: Any) -> None:
         self.table = table
@@ -139,8 +158,20 @@ class _Predicted:
 
     @property
     def frame(self) -> Any:
-        if self._frame is None:
-            self._frame = self.table.schema.empty_table().to_pandas()
+        if self._frame is None:  # through parquet itself: it keeps less than arrow does
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            sink = pa.BufferOutputStream()
+            try:
+                pq.write_table(self.table.schema.empty_table(), sink)
+                self._frame = pq.read_table(pa.BufferReader(sink.getvalue())).to_pandas()
+            except (pa.ArrowException, OSError, ValueError, TypeError) as e:
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise UnsupportedTypeError(
+                    f"parquet cannot give back its columns and index as they are ({reason}); "
+                    "convert the unusual ones to text or numbers first"
+                ) from e
         return self._frame
 
     def column_dtype(self, pos: int) -> Any:
@@ -152,13 +183,19 @@ class _Predicted:
 
 
 def _plain_dtype(dtype: Any) -> bool:
-    """Numbers, booleans, datetimes and categoricals: parquet keeps their dtype as it is."""
+    """Numbers, booleans, datetimes below seconds and categoricals of text: parquet keeps
+    their dtype as it is (datetimes in seconds come back in milliseconds, categoricals of
+    numbers as numbers)."""
     import numpy as np
     import pandas as pd
 
     if isinstance(dtype, np.dtype):
-        return dtype.kind in "biufmM"
-    return isinstance(dtype, (pd.CategoricalDtype, pd.DatetimeTZDtype))
+        return dtype.kind in "biuf" or (dtype.kind in "mM" and np.datetime_data(dtype)[0] != "s")
+    if isinstance(dtype, pd.CategoricalDtype):
+        return dtype.categories.dtype == object and (
+            pd.api.types.infer_dtype(dtype.categories, skipna=False) == "string"
+        )
+    return False
 
 
 def _plain_name(name: Any) -> bool:
@@ -192,6 +229,8 @@ def _slot(
     dtype = values.dtype
     if isinstance(dtype, np.dtype) and dtype.kind == "O":
         return _object_slot(where, code, values, arrow, result, multi)
+    if isinstance(dtype, pd.CategoricalDtype):  # what parquet keeps is plain (_plain_dtype)
+        return _categories_fix(where, code, dtype)
     predicted = predict()
     if _same_dtype(dtype, predicted):
         return None
@@ -200,10 +239,113 @@ def _slot(
     if isinstance(dtype, pd.StringDtype):
         na = "nan" if _is_nan(dtype.na_value) else "NA"
         return {"dtype": "string", "storage": dtype.storage, "na_value": na}
+    if dtype.kind == "M" or isinstance(dtype, pd.DatetimeTZDtype):
+        return _datetime_fix(where, code, dtype, predicted)
+    if isinstance(dtype, np.dtype) and dtype.kind == "m" and predicted.kind == "m":
+        return {"dtype": "numpy", "name": dtype.str}
     raise UnsupportedTypeError(
         f"{where} has dtype {dtype}, which parquet would give back as {predicted}; "
         f"convert it first: {code} = {code}.astype({str(predicted)!r})"
     )
+
+
+def _check_nan_bits(where: str, values: Any) -> None:
+    """parquet keeps a missing value, not its NaN's sign or payload: refuse other NaNs."""
+    import numpy as np
+
+    nans = values[np.isnan(values)]
+    if (
+        nans.size
+        and (
+            nans.view(np.uint64 if nans.itemsize == 8 else np.uint32)
+            != (
+                np.array(np.nan, dtype=nans.dtype).view(
+                    np.uint64 if nans.itemsize == 8 else np.uint32
+                )
+            )
+        ).any()
+    ):
+        raise UnsupportedTypeError(
+            f"{where} holds a NaN with its sign bit or a payload set, which parquet would give "
+            "back as a plain NaN; replace it first: df[col] = df[col].fillna(np.nan)"
+        )
+
+
+def _categories_fix(where: str, code: str, dtype: Any) -> dict[str, Any]:
+    """Categoricals of numbers or booleans come back as plain columns: their categories are
+    recorded (exactly, as JSON) and the categorical is rebuilt on load."""
+    import pandas as pd
+
+    categories = dtype.categories
+    if categories.dtype.kind in "biuf" or (
+        categories.dtype == object and pd.api.types.infer_dtype(categories) == "string"
+    ):
+        listed = json.loads(json.dumps(categories.tolist()))
+        if same_index(pd.Index(listed, dtype=categories.dtype), categories):
+            return {
+                "dtype": "category",
+                "categories": listed,
+                "of": categories.dtype.str,
+                "ordered": bool(dtype.ordered),
+            }
+    convert = "astype(object)" if categories.dtype.kind == "O" else "astype(str)"
+    raise UnsupportedTypeError(
+        f"{where} is categorical with {categories.dtype} categories, which parquet would give "
+        f"back otherwise; make them numpy text or numbers first: {code} = "
+        f"{code}.cat.set_categories({code}.cat.categories.{convert})"
+    )
+
+
+def _datetime_fix(where: str, code: str, dtype: Any, predicted: Any) -> dict[str, Any]:
+    """Datetimes come back in milliseconds where they were in seconds, and with pytz's zone
+    where they had a zoneinfo or datetime.timezone one: recorded, converted back on load."""
+    import numpy as np
+
+    tz = getattr(dtype, "tz", None)
+    unit = dtype.unit if tz is not None else np.datetime_data(dtype)[0]
+    fix = {"dtype": "datetime", "unit": unit, "tz": _zone(tz)}
+    if (tz is None or fix["tz"] is not None) and _datetime_dtype(fix) == dtype:
+        return fix
+    raise UnsupportedTypeError(
+        f"{where} has dtype {dtype}, which parquet would give back as {predicted}; convert it "
+        f"first, e.g. {code} = {code}.dt.tz_convert('UTC')"
+    )
+
+
+def _zone(tz: Any) -> list[Any] | None:
+    """A time zone as JSON: a zoneinfo key, or a fixed offset in seconds with its name."""
+    import datetime as dt
+    import zoneinfo
+
+    if isinstance(tz, zoneinfo.ZoneInfo) and tz.key:
+        return ["zoneinfo", tz.key]
+    if isinstance(tz, dt.timezone):
+        offset = tz.utcoffset(None)
+        return ["fixed", offset.total_seconds(), tz.tzname(None)]
+    if tz is not None and getattr(tz, "zone", None):  # pytz
+        return ["pytz", tz.zone]
+    return None
+
+
+def _datetime_dtype(fix: dict[str, Any]) -> Any:
+    import datetime as dt
+    import zoneinfo
+
+    import numpy as np
+    import pandas as pd
+
+    zone = fix["tz"]
+    if zone is None:
+        return np.dtype(f"datetime64[{fix['unit']}]")
+    if zone[0] == "zoneinfo":
+        tz: Any = zoneinfo.ZoneInfo(zone[1])
+    elif zone[0] == "fixed" and zone[1:] == [0, "UTC"]:
+        tz = dt.UTC
+    elif zone[0] == "fixed":
+        tz = dt.timezone(dt.timedelta(seconds=zone[1]), zone[2])
+    else:
+        tz = zone[1]
+    return pd.DatetimeTZDtype(unit=fix["unit"], tz=tz)
 
 
 def _object_slot(
@@ -336,6 +478,20 @@ def _scan_strings(slots: list[tuple[str, str, Any]], failure: list[str]) -> None
         return
 
 
+def _distinct_as_text(columns: Any) -> None:
+    """parquet names columns by their labels as text: two labels with one text cannot both be."""
+    seen: dict[str, Any] = {}
+    for label in columns:
+        text = str(label)
+        if text in seen and not same_value(seen[text], label):
+            raise UnsupportedTypeError(
+                f"columns {_shown(seen[text])} and {_shown(label)} would both be stored as "
+                f"{text!r}; rename the columns to strings first: df.columns = "
+                "df.columns.astype(str), then make them unique"
+            )
+        seen[text] = label
+
+
 def _labels(columns: Any, predicted: Any) -> dict[str, Any] | None:
     """Column labels come back exactly, or as a RangeIndex we record; else refuse."""
     import pandas as pd
@@ -448,6 +604,8 @@ def restore(df: Any, table: Any) -> Any:
         df.columns = pd.RangeIndex(
             labels["start"], labels["stop"], labels["step"], name=labels["name"]
         )
+    if record.get("flags"):
+        df = df.set_flags(**record["flags"])
     for axis, freq in (record.get("freq") or {}).items():
         labels = getattr(df, axis)
         setattr(df, axis, type(labels)(labels, freq=freq))
@@ -464,6 +622,13 @@ def _restored(current: Any, arrow: Any, fix: dict[str, Any]) -> Any:
     if dtype == "string":
         na_value = np.nan if fix["na_value"] == "nan" else pd.NA
         return pd.StringDtype(fix["storage"], na_value=na_value).__from_arrow__(arrow)
+    if dtype == "category":
+        categories = pd.Index(fix["categories"], dtype=np.dtype(fix["of"]))
+        return pd.Categorical(current, categories=categories, ordered=fix["ordered"])
+    if dtype == "datetime":
+        return pd.Series(current).astype(_datetime_dtype(fix)).array
+    if dtype == "numpy":
+        return np.asarray(current).astype(fix["name"])
     if fix.get("values") == "pylist":
         return from_pylist(arrow.to_pylist(), fix.get("null"))
     values = np.array(current, dtype=object)

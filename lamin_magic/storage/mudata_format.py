@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import UnsupportedTypeError
 from . import uns_fidelity as uns
-from .anndata_formats import _check_mapping, check_anndata
+from .anndata_formats import (
+    _check_mapping,
+    check_anndata,
+    check_frames,
+    restore_slots,
+    slot_record,
+)
 from .formats import register_format
 from .optional import require
 
@@ -19,8 +27,9 @@ def check_mudata(mdata: Any) -> None:
                 f"modality {name!r} has a '/' in its name, which HDF5 reads as a group; "
                 "rename it: mdata.mod[new] = mdata.mod.pop(old)"
             )
-        check_anndata(adata)
+        check_anndata(adata, f"mdata.mod[{name!r}]")
     _check_mapping(mdata.uns, "mdata.uns")
+    check_frames(mdata, "mdata")
 
 
 def uns_places(mdata: Any) -> list[tuple[str, Any, str]]:
@@ -31,16 +40,39 @@ def uns_places(mdata: Any) -> list[tuple[str, Any, str]]:
     return places
 
 
+@contextlib.contextmanager
+def strings_kept() -> Iterator[None]:
+    """mudata's writer turns text columns into categoricals, in the user's modalities (in
+    place) and in the file; anndata's own writers take a flag against it, mudata's does not.
+    For the write, the conversion does nothing: text is written as text."""
+    import anndata
+    import mudata
+
+    def keep(self: Any, df: Any = None) -> Any:
+        return df
+
+    saved = anndata.AnnData.strings_to_categoricals, mudata.MuData.strings_to_categoricals
+    anndata.AnnData.strings_to_categoricals = keep
+    mudata.MuData.strings_to_categoricals = keep
+    try:
+        yield
+    finally:
+        anndata.AnnData.strings_to_categoricals, mudata.MuData.strings_to_categoricals = saved
+
+
 def write_h5mu(mdata: Any, path: Any) -> None:
     import h5py
     import mudata
 
     # what is stored is the object as it is: no columns pulled from the modalities, into
-    # the user's object or the file
-    with mudata.set_options(pull_on_update=False):
+    # the user's object or the file, and text stays text
+    with mudata.set_options(pull_on_update=False), strings_kept():
         mudata.write_h5mu(path, mdata)
+    slots: dict[str, str] = {}
+    for name, adata in mdata.mod.items():
+        slots.update(slot_record(adata, prefix=f"mod/{name}/"))
     with h5py.File(path, "r+") as f:
-        uns.check_written(f, uns_places(mdata))
+        uns.check_written(f, uns_places(mdata), slots)
 
 
 def load_h5mu(path: Any) -> Any:
@@ -51,7 +83,9 @@ def load_h5mu(path: Any) -> Any:
         mdata = mudata.read_h5mu(path)
     with h5py.File(path, "r") as f:
         record = f.attrs.get(uns.RECORD_KEY)
-    uns.restore_from(record, {path: value for path, value, _ in uns_places(mdata)})
+    slots = uns.restore_from(record, {path: value for path, value, _ in uns_places(mdata)})
+    for name, adata in mdata.mod.items():
+        restore_slots(adata, slots, prefix=f"mod/{name}/")
     return mdata
 
 

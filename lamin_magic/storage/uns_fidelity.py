@@ -70,14 +70,19 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
-def check_written(group: Any, places: list[tuple[str, Any, str]]) -> None:
+SLOTS = "#slots"  # in the record, beside the uns paths: arrays to give back as they were
+
+
+def check_written(
+    group: Any, places: list[tuple[str, Any, str]], slots: dict[str, str] | None = None
+) -> None:
     """After writing: read each `uns` back from the file (an h5py File or zarr group), undo
     what anndata changes, and refuse, naming the key, what still differs from the object
     saved. `places` are (the uns group's path in the file, the uns saved, its name in
     messages). The undoing is recorded on the file's root for `restore_from`."""
     import anndata
 
-    records: dict[str, list[Fix]] = {}
+    records: dict[str, Any] = {SLOTS: slots} if slots else {}
     for path, saved, where in places:
         record = fixes(saved)
         written = anndata.io.read_elem(group[path]) if path in group else {}
@@ -91,13 +96,16 @@ def check_written(group: Any, places: list[tuple[str, Any, str]]) -> None:
         group.attrs[RECORD_KEY] = json.dumps(records)
 
 
-def restore_from(text: Any, places: dict[str, Any]) -> None:
-    """Undo, in the loaded object's uns dicts (by their path in the file), what was recorded."""
+def restore_from(text: Any, places: dict[str, Any]) -> dict[str, str]:
+    """Undo, in the loaded object's uns dicts (by their path in the file), what was recorded;
+    returns the record of array slots (anndata_formats.restore_slots applies it)."""
     if text is None:
-        return
-    for path, record in json.loads(text).items():
+        return {}
+    records = json.loads(text)
+    for path, record in records.items():
         if path in places:
             restore(places[path], [(list(p), kind, argument) for p, kind, argument in record])
+    return dict(records.get(SLOTS, {}))
 
 
 FIX = "change it to a type anndata keeps (text, numbers, numpy arrays, dicts of those)"
