@@ -93,7 +93,8 @@ MAX_SOURCE_BYTES = 64 * 2**20  # a larger notebook (outputs full of images) is n
 def read_source_file(path: Path) -> bytes:
     """The bytes of a regular file of at most MAX_SOURCE_BYTES (a FIFO would block forever);
     OSError or ValueError saying why not."""
-    with open(path, "rb") as f:
+    # O_NONBLOCK: opening a FIFO for reading would wait for a writer
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
         info = os.fstat(f.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise ValueError(f"{path} is not a regular file")
