@@ -299,8 +299,9 @@ def test_a_script_records_its_source_and_a_failure_is_one_line(tmp_path):
     assert out.stderr.startswith("lamin_magic: no snapshot of the script was recorded: ")
     assert out.stderr.count("\n") == 1
     rows = registry_rows(
-        root / "inst.lndb", "SELECT r.snapshot FROM run r JOIN transform t ON r.transform_id = t.id"
-        " WHERE t.name = 'gone'"
+        root / "inst.lndb",
+        "SELECT r.snapshot FROM run r JOIN transform t ON r.transform_id = t.id"
+        " WHERE t.name = 'gone'",
     )
     assert rows == [(None,)]
     missing = cli("--root", str(root), "source", "nope", "--notebook")
@@ -338,7 +339,9 @@ def test_a_schema_4_registry_is_upgraded_and_keeps_its_provenance(tmp_path):
     instance.reset()
     tracking.context.run = tracking.context.transform = None
     downgrade(inst.registry_path, 4)
-    assert "snapshot" not in [r[1] for r in registry_rows(inst.registry_path, "PRAGMA table_info(run)")]
+    assert "snapshot" not in [
+        r[1] for r in registry_rows(inst.registry_path, "PRAGMA table_info(run)")
+    ]
     lm.init(tmp_path / "inst")
     assert lm.load("kept").a.tolist() == [1]
     assert "%lamin save kept" in str(views.run_source(run.id))
@@ -346,6 +349,8 @@ def test_a_schema_4_registry_is_upgraded_and_keeps_its_provenance(tmp_path):
     indexes = {r[1] for r in registry_rows(inst.registry_path, "PRAGMA index_list(run)")}
     assert "run_snapshot" in indexes
     script = tmp_path / "after.py"
-    script.write_text(f"import lamin_magic as lm\nlm.init({str(tmp_path / 'inst')!r})\nlm.track()\n")
+    script.write_text(
+        f"import lamin_magic as lm\nlm.init({str(tmp_path / 'inst')!r})\nlm.track()\n"
+    )
     subprocess.run([sys.executable, str(script)], check=True)
     assert registry_rows(inst.registry_path, "SELECT kind FROM source") == [("script",)]
