@@ -354,3 +354,56 @@ def test_a_schema_4_registry_is_upgraded_and_keeps_its_provenance(tmp_path):
     )
     subprocess.run([sys.executable, str(script)], check=True)
     assert registry_rows(inst.registry_path, "SELECT kind FROM source") == [("script",)]
+
+
+@pytest.mark.slow
+def test_lineage_across_two_notebooks_in_real_kernels(tmp_path):
+    import nbformat
+    from run_notebook import run_notebook
+
+    from lamin_magic.graph import lineage
+
+    root = tmp_path / "inst"
+    made = {}
+    for name, code in (
+        ("make_x", ["import pandas as pd\nx = pd.DataFrame({'a': [1, 2]})", "%lamin save x"]),
+        ("use_x", ["%lamin load x", "y = x * 2", "%lamin save y", "%lamin lineage y"]),
+    ):
+        source = tmp_path / "src" / name / f"{name}.ipynb"
+        source.parent.mkdir(parents=True)
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_markdown_cell(f"# {name}")]
+        nb.cells += [nbformat.v4.new_code_cell(c) for c in code]
+        nbformat.write(nb, source)
+        made[name] = run_notebook(source, tmp_path / "out" / name, root)
+    shown = made["use_x"].cells[-1].outputs[-1]
+    assert shown.data["text/markdown"].startswith("```mermaid\nflowchart LR")
+    text = shown.data["text/plain"]
+    runs = dict(
+        registry_rows(
+            root / "inst.lndb",
+            "SELECT t.name, r.id FROM run r JOIN transform t ON r.transform_id = t.id",
+        )
+    )
+    assert (
+        text.splitlines()
+        == [  # in the kernel of use_x: both notebooks, both runs
+            "lineage of y@1 (depth 3)",
+            f"  make_x (notebook) run {runs['make_x'][:8]} --made--> x@1",
+            f"  use_x (notebook) run {runs['use_x'][:8]} --made--> y@1",
+            f"  x@1 --read by--> use_x (notebook) run {runs['use_x'][:8]}",
+        ]
+    )
+    lm.init(root)
+    edges = {line.strip() for line in str(lineage("y")).splitlines()[1:]}
+    label = {
+        n.label.split(" (")[0]: n.label for n in lineage("y").nodes.values() if n.kind == "run"
+    }
+    assert edges == {
+        f"{label['make_x']} --made--> x@1",
+        f"x@1 --read by--> {label['use_x']}",
+        f"{label['use_x']} --made--> y@1",
+    }
+    # both kernels stored their notebook when they shut down
+    kinds = registry_rows(root / "inst.lndb", "SELECT r.snapshot IS NOT NULL FROM run r")
+    assert kinds == [(1,), (1,)]
