@@ -649,7 +649,7 @@ with open(path, "w") as f:
 lm.init(root)
 lm.track(path, new_run=True)
 t = time.perf_counter()
-tracking.record_snapshot()
+tracking.finish_at_exit()  # what a shutdown does: the end of the run and its snapshot
 print(json.dumps(time.perf_counter() - t))
 """
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import instance as inst
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, printable
 
 
 @dataclass
@@ -527,31 +527,56 @@ def adopt_renamed(digest: str | None) -> bool:
 
 # --- at exit --------------------------------------------------------------------------------
 
-SNAPSHOT_LOCK_TIMEOUT = 1.0  # seconds a shutdown waits for another writer, at most
+EXIT_LOCK_TIMEOUT = 1.0  # seconds a shutdown waits for another writer, at most
 
 
-def record_snapshot() -> str | None:
-    """Store the tracked notebook (outputs stripped) or script as it is on disk now, once per
-    distinct content, and point the run at it; its hash. Raises on failure."""
+def snapshot_statements() -> list[tuple[str, Any]]:
+    """What records the tracked notebook (outputs stripped) or script as it is on disk now,
+    once per distinct content, and points the run at it. Raises when it cannot be read."""
     from . import registry as reg
 
     t, run = context.transform, context.run
     if t is None or run is None or t.type not in ("notebook", "script") or not t.key:
-        return None
+        return []
     if t.type == "notebook" and not os.path.exists(t.key):
         follow_rename(force=True)  # renamed since the server was last asked
     digest, content = source_snapshot(Path(t.key), t.type)
-    assert context.registry_path is not None
-    write_alone(
-        context.registry_path,
+    return [
         (
             "INSERT OR IGNORE INTO source (hash, kind, content, created_at) VALUES (?, ?, ?, ?)",
             (digest, t.type, content, reg.utcnow().isoformat()),
         ),
         ("UPDATE run SET snapshot = ? WHERE id = ?", (digest, run.id)),
-        timeout=SNAPSHOT_LOCK_TIMEOUT,
-    )
-    return digest
+    ]
+
+
+def finish_at_exit() -> None:
+    """The run's end and its snapshot, in one transaction that waits at most
+    EXIT_LOCK_TIMEOUT for another writer: a shutdown stays short. One line on stderr when
+    something was not recorded (a script's user sees it; a kernel's goes to the server log)."""
+    from . import registry as reg
+
+    run = context.run
+    if run is None or context.registry_path is None:
+        return
+    statements: list[tuple[str, Any]] = []
+    problem = ""
+    try:
+        statements = snapshot_statements()
+    except Exception as e:
+        problem = f"no snapshot of the {context.transform.type} was recorded: {e}"
+    finish = "UPDATE run SET finished_at = ? WHERE id = ? AND finished_at IS NULL"
+    try:
+        write_alone(
+            context.registry_path,
+            (finish, (reg.utcnow().isoformat(), run.id)),
+            *statements,
+            timeout=EXIT_LOCK_TIMEOUT,
+        )
+    except Exception as e:
+        problem = f"the end of run {run.id} was not recorded: {e}"
+    if problem:  # a path or an error may hold anything
+        print(f"lamin_magic: {printable(problem)}", file=sys.stderr)
 
 
 def _finish(run: Any) -> None:
@@ -566,13 +591,4 @@ def _finish(run: Any) -> None:
 @atexit.register
 def _finish_at_exit() -> None:
     finish_recorders()
-    try:
-        if context.run is not None:
-            _finish(context.run)
-    except Exception:  # the process is ending; nothing to tell
-        pass
-    try:
-        record_snapshot()
-    except Exception as e:  # one line: a script's user sees it; a kernel's goes to its log
-        what = context.transform.type if context.transform is not None else "source"
-        print(f"lamin_magic: no snapshot of the {what} was recorded: {e}", file=sys.stderr)
+    finish_at_exit()

@@ -407,3 +407,33 @@ def test_lineage_across_two_notebooks_in_real_kernels(tmp_path):
     # both kernels stored their notebook when they shut down
     kinds = registry_rows(root / "inst.lndb", "SELECT r.snapshot IS NOT NULL FROM run r")
     assert kinds == [(1,), (1,)]
+
+
+def test_a_held_registry_delays_an_exit_by_about_a_second_at_most(tmp_path):
+    root = tmp_path / "inst"
+    script = tmp_path / "job.py"
+    script.write_text(
+        f"import sys, lamin_magic as lm\nlm.init({str(root)!r})\nlm.track()\n"
+        "print('tracked', flush=True)\nsys.stdin.readline()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline() == "tracked\n"
+    time.sleep(2.5)  # its environment is recorded (2 s after it starts)
+    con = sqlite3.connect(root / "inst.lndb", isolation_level=None)
+    con.execute("BEGIN IMMEDIATE")  # another writer holds the registry while it exits
+    try:
+        start = time.monotonic()
+        _, err = proc.communicate("go\n", timeout=30)
+        took = time.monotonic() - start
+    finally:
+        con.execute("ROLLBACK")
+        con.close()
+    assert proc.returncode == 0 and took < 2.5, took
+    assert err.startswith("lamin_magic: the end of run ") and "database is locked" in err, err
+    assert err.count("\n") == 1
