@@ -689,6 +689,142 @@ def bench_concurrency(report: Report, sizes: Sizes, work: Path) -> None:
     )
 
 
+# --- tracking: what it adds to a kernel's start, to each cell, to a shutdown ------------------
+
+CELLS_CODE = """
+import json, os, sys, time
+from IPython.core.interactiveshell import InteractiveShell
+ip = InteractiveShell.instance(history_length=0)
+ip.history_manager.enabled = False
+if sys.argv[1] == "lm":
+    os.environ["LAMIN_MAGIC_ROOT"] = sys.argv[2]
+    ip.run_line_magic("load_ext", "lamin_magic")
+n = int(sys.argv[3])
+for _ in range(100):  # warm up
+    ip.run_cell("x = 1", store_history=True)
+t = time.perf_counter()
+for _ in range(n):
+    ip.run_cell("x = 1", store_history=True)
+print(json.dumps((time.perf_counter() - t) / n))
+"""
+
+SNAPSHOT_CODE = """
+import base64, json, os, sys, time
+import lamin_magic as lm
+from lamin_magic import tracking
+root, path, cells = sys.argv[1], sys.argv[2], int(sys.argv[3])
+png = base64.b64encode(os.urandom(75_000)).decode()  # an image of 100 KB in every output
+nb = {"cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "execution_count": i,
+       "source": f"plot({i})", "outputs": [{"output_type": "display_data", "metadata": {},
+       "data": {"image/png": png, "text/plain": "<Figure>"}}]} for i in range(cells)],
+      "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+with open(path, "w") as f:
+    json.dump(nb, f)
+lm.init(root)
+lm.track(path, new_run=True)
+t = time.perf_counter()
+tracking.finish_at_exit()  # what a shutdown does: the end of the run and its snapshot
+print(json.dumps(time.perf_counter() - t))
+"""
+
+
+def fresh(code: str, *args: str, env: dict[str, str] | None = None) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return float(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def kernel_ready_seconds(env: dict[str, str], cwd: Path) -> float:
+    """From starting a kernel to its first reply (start-up files have run by then)."""
+    from jupyter_client import KernelManager
+
+    km = KernelManager(kernel_name="python3")
+    t = time.perf_counter()
+    km.start_kernel(env=env, cwd=str(cwd))
+    client = km.blocking_client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        return time.perf_counter() - t
+    finally:
+        client.stop_channels()
+        km.shutdown_kernel(now=False)
+
+
+def bench_tracking(report: Report, sizes: Sizes, work: Path) -> None:
+    """Kernel start with and without the start-up file (an existing instance, a notebook
+    found by JPY_SESSION_NAME), the cost of recording a cell, the snapshot at shutdown."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from kernels import clean_env
+
+    import lamin_magic as lm
+    from lamin_magic import instance
+
+    root = work / "tracking"
+    lm.init(root)
+    instance.reset()
+    notebook = work / "tracked.ipynb"
+    notebook.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    (work / "runtime").mkdir(exist_ok=True)
+    base = clean_env(
+        LAMIN_MAGIC_ROOT=str(root),
+        JPY_SESSION_NAME=str(notebook),
+        JUPYTER_RUNTIME_DIR=str(work / "runtime"),  # no other server is asked
+    )
+    raw, ours = [], []
+    for _ in range(max(5, sizes.kernels) * 2 if sizes.kernels > 1 else 1):
+        raw.append(kernel_ready_seconds({**base, "LAMIN_MAGIC_AUTOLOAD": "0"}, work))
+        ours.append(kernel_ready_seconds(base, work))
+    added = (statistics.median(ours) - statistics.median(raw)) * 1000
+    report.add(
+        Row(
+            "kernel start to ready, start-up file (track notebook, new Run) / autoload off",
+            statistics.median(ours) * 1000,
+            statistics.median(raw) * 1000,
+            "ms",
+            "<= 10 ms added",
+            added <= 10,
+            f"{added:.1f} ms added; medians of {len(raw)} kernels a side, interleaved",
+        )
+    )
+    n = 200 if sizes.kernels == 1 else 3000
+    raw, ours = [], []
+    for _ in range(sizes.repeats * 2 - 1 if sizes.repeats > 1 else 1):
+        raw.append(fresh(CELLS_CODE, "raw", str(root), str(n)))
+        ours.append(fresh(CELLS_CODE, "lm", str(root), str(n)))
+    per_cell = (statistics.median(ours) - statistics.median(raw)) * 1000
+    report.add(
+        Row(
+            "a cell (x = 1) in IPython with the extension / without: recording its code and end",
+            statistics.median(ours) * 1000,
+            statistics.median(raw) * 1000,
+            "ms",
+            "<= 1 ms added",
+            per_cell <= 1,
+            f"{per_cell:.3f} ms added per cell; {n} cells a process",
+        )
+    )
+    cells = 20 if sizes.kernels == 1 else 200
+    times = [
+        fresh(SNAPSHOT_CODE, str(root), str(work / f"big-{i}.ipynb"), str(cells))
+        for i in range(max(3, sizes.repeats))
+    ]
+    report.add(
+        Row(
+            f"notebook snapshot at shutdown, {cells} cells with a 100 KB image each "
+            f"({cells / 10:g} MB; outputs stripped)",
+            statistics.median(times) * 1000,
+            None,
+            "ms",
+            "<= 500 ms",
+            statistics.median(times) <= 0.5,
+        )
+    )
+
+
 def versions_line() -> str:
     import importlib.metadata as md
 
@@ -722,7 +858,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         help=(
             "comma-separated: import,load_ext,frame,small,anndata,registry,lifecycle,"
-            "concurrency,open"
+            "concurrency,open,tracking"
         ),
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -760,6 +896,7 @@ def main(argv: list[str] | None = None) -> int:
         ("lifecycle", lambda: bench_lifecycle(report, sizes, work)),
         ("concurrency", lambda: bench_concurrency(report, sizes, work)),
         ("open", lambda: bench_open(report, work / "open", args.quick)),
+        ("tracking", lambda: bench_tracking(report, sizes, work)),
     ]
     try:
         for name, step in steps:

@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--diff", metavar="OTHER_RUN", help="what changed from OTHER_RUN to RUN")
     p = sub.add_parser("source", help="the code a run executed, cell by cell, as it ran")
     p.add_argument("run", metavar="RUN", help="a run id (lamin-magic runs lists them)")
+    p.add_argument(
+        "--notebook",
+        action="store_true",
+        help="the notebook (.ipynb JSON, outputs stripped) or script as saved when the run ended",
+    )
     p = sub.add_parser(
         "check",
         help="every record has its bytes (size and hash); every stored object has a record",
@@ -171,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "env":
         print(views.run_environment(args.run, args.diff))
     elif args.command == "source":
-        print(views.run_source(args.run))
+        print(views.run_snapshot(args.run) if args.notebook else views.run_source(args.run))
     elif args.command == "info":
         print(views.info())
     elif args.command == "check":

@@ -20,16 +20,22 @@ FIX = "%lamin track path/to/notebook.ipynb, or set LAMIN_MAGIC_NOTEBOOK before t
 
 
 class TitleReader:
-    """Reads a notebook's title in a thread; `result()` waits for it."""
+    """Reads a notebook's title in a thread, and for a Transform new to the instance the hash
+    of its content (outputs stripped: was it renamed while no kernel ran?); `result()` waits."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, digest: bool = False) -> None:
+        self.path, self.want_digest = path, digest
         self.title: str | None = None
+        self.digest: str | None = None
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
-        self.title = tracking.notebook_title(self.path)  # never raises: None when unreadable
+        nb = tracking.read_notebook(self.path)  # never raises: None when unreadable
+        self.title = tracking.title_of(nb)
+        if nb is not None and self.want_digest:
+            with contextlib.suppress(Exception):
+                self.digest = tracking.content_hash(tracking.stripped_notebook(nb))
 
     def result(self, timeout: float = 10.0) -> str | None:
         self._thread.join(timeout)
@@ -65,7 +71,7 @@ class Extension:
         run = tracking.track(read_title=False)
         transform = tracking.context.transform
         if transform.type == "notebook" and transform.key:
-            self.title_reader = TitleReader(Path(transform.key))
+            self.title_reader = TitleReader(Path(transform.key), tracking.context.new_transform)
         print(summary(run))
 
     def unload(self) -> None:
@@ -106,7 +112,7 @@ class Extension:
                 warn(f"lamin_magic could not tell which notebook this kernel runs; {FIX}")
             return
         tracking.retarget_run(path, how)
-        self.title_reader = TitleReader(path)
+        self.title_reader = TitleReader(path, tracking.context.new_transform)
 
     def start_cell(self, info: Any) -> None:
         """Record the code of each cell the user runs, before it runs (silent and inner
@@ -121,7 +127,8 @@ class Extension:
             warn(f"lamin_magic could not record this cell: {e}")
 
     def post_run_cell(self, result: Any) -> None:
-        """After each cell: its end; after the first: the title read in the background."""
+        """After each cell: its end; after the first: the title read in the background, and
+        a new Transform joined to the one of the notebook it was renamed from."""
         count = getattr(getattr(result, "info", None), "store_history", False) and getattr(
             result, "execution_count", None
         )
@@ -136,6 +143,7 @@ class Extension:
                 title = reader.result()
                 if title:
                     tracking.set_title(title)
+                tracking.adopt_renamed(reader.digest)
         except Exception as e:
             warn(f"lamin_magic could not record the notebook's title: {e}")
 

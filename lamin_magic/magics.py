@@ -155,7 +155,10 @@ class LaminMagics(Magics):
         %lamin source [RUN]
             The code a run (this one by default) executed, cell by cell, in the order it
             ran, with execution counts and times; recorded as each cell starts, no save of
-            the notebook needed. `%lamin show NAME` shows the cell that saved a file.
+            the notebook needed. `%lamin show NAME` shows the cell that saved a file. When
+            the kernel shuts down, the notebook as saved on disk (outputs stripped) is stored
+            too: `lamin-magic source RUN --notebook` prints it. A notebook renamed while the
+            kernel runs is followed (the server is asked at most every 5 s).
 
         %lamin lineage NAME[@VERSION] [depth=N]
             The graph around a file: the run and notebook that made it and the files that run

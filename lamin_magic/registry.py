@@ -20,7 +20,7 @@ import peewee as pw
 from .errors import InstanceError, InvalidArgumentError, RegistryBusyError, printable
 from .ids import new_id
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 BUSY_TIMEOUT_MS = 10_000  # concurrent writers wait this long instead of failing
 PRAGMAS: dict[str, object] = {
@@ -234,6 +234,8 @@ class Run(Record):
     created_at = UTCDateTimeField(default=utcnow)
     finished_at = UTCDateTimeField(null=True)
     environment = CharField(null=True)  # the hash of its environment, recorded after it starts
+    # the hash of its notebook (or script) as saved on disk when it ended: a `source` row
+    snapshot = CharField(null=True, index=True)
 
 
 _NO_OBJECT = object()
@@ -338,6 +340,32 @@ class Environment(pw.Model):
         table_name = "environment"
 
 
+class Source(pw.Model):
+    """A notebook (outputs stripped) or script as saved on disk, stored once per content."""
+
+    hash = CharField(primary_key=True)
+    kind = CharField()  # notebook or script
+    content = TextField()
+    created_at = UTCDateTimeField(default=utcnow)
+
+    class Meta:
+        database = db
+        table_name = "source"
+
+
+class TransformPath(pw.Model):
+    """A path a Transform had until its notebook was renamed (the Transform follows the file)."""
+
+    transform = pw.ForeignKeyField(Transform, column_name="transform_id", on_delete="CASCADE")
+    path = TextField()
+    until = UTCDateTimeField()
+
+    class Meta:
+        database = db
+        table_name = "transform_path"
+        primary_key = pw.CompositeKey("transform", "until")
+
+
 class Setting(pw.Model):
     """Per-instance settings, e.g. allow_pickle."""
 
@@ -350,7 +378,8 @@ class Setting(pw.Model):
 
 
 MODELS: list[type[pw.Model]] = [
-    *(User, Storage, Transform, Run, File, RunInput, Cell, Environment, Setting)
+    *(User, Storage, Transform, Run, File, RunInput, Cell, Environment, Source, TransformPath),
+    Setting,
 ]
 
 # peewee's metaclass gives every model a '<Name: str>' repr; records print like the tutorial's
@@ -383,10 +412,17 @@ def _add_provenance(database: pw.SqliteDatabase) -> None:
     database.execute_sql("ALTER TABLE run ADD COLUMN environment VARCHAR(255)")
 
 
+def _add_snapshots(database: pw.SqliteDatabase) -> None:
+    database.create_tables([Source, TransformPath])
+    database.execute_sql("ALTER TABLE run ADD COLUMN snapshot VARCHAR(255)")
+    database.execute_sql('CREATE INDEX "run_snapshot" ON "run" ("snapshot")')
+
+
 UPGRADES: dict[int, Callable[[pw.SqliteDatabase], None]] = {
     1: _add_settings,
     2: _add_trash,
     3: _add_provenance,
+    4: _add_snapshots,
 }
 
 

@@ -66,12 +66,13 @@ def _sessions(info: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
     return data if isinstance(data, list) else []
 
 
-def notebook_from_servers(kid: str | None = None) -> Path | None:
-    """The path of the notebook whose session runs kernel `kid` (default: this kernel)."""
+def notebook_from_servers(kid: str | None = None, timeout: float = TOTAL_TIMEOUT) -> Path | None:
+    """The path of the notebook whose session runs kernel `kid` (default: this kernel), asking
+    the servers for at most `timeout` seconds in all."""
     kid = kid or kernel_id()
     if not kid:
         return None
-    deadline = time.monotonic() + TOTAL_TIMEOUT
+    deadline = time.monotonic() + timeout
     for info in running_servers():
         left = deadline - time.monotonic()
         if left <= 0:

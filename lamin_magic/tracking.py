@@ -10,14 +10,16 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import stat
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import instance as inst
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, printable
 
 
 @dataclass
@@ -29,6 +31,9 @@ class Context:
     instance_root: Path | None = None
     how: str = ""  # how the notebook was found, or why not
     cell: int | None = None  # the execution count of the cell running now
+    registry_path: Path | None = None  # the registry the run is in
+    new_transform: bool = False  # this process created the Transform (a renamed notebook?)
+    rename_checked: float = 0.0  # when the server was last asked for the notebook's path
     # environments still to record, each (its wake-up, its thread), finished at exit
     recorders: list[tuple[threading.Event, threading.Thread]] = field(default_factory=list)
 
@@ -82,17 +87,36 @@ def detect_notebook_path(shell: Any = None) -> tuple[Path | None, str]:
     return None, "no notebook found"
 
 
-def notebook_title(path: Path) -> str | None:
-    """The first markdown line that starts with '# '.
+MAX_SOURCE_BYTES = 64 * 2**20  # a larger notebook (outputs full of images) is not read whole
 
-    Read with json: nbformat takes 1.8 s to import where jupyter_server is installed.
-    """
+
+def read_source_file(path: Path) -> bytes:
+    """The bytes of a regular file of at most MAX_SOURCE_BYTES (a FIFO would block forever);
+    OSError or ValueError saying why not."""
+    # O_NONBLOCK: opening a FIFO for reading would wait for a writer
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        if info.st_size > MAX_SOURCE_BYTES:
+            raise ValueError(f"{path} is larger than {MAX_SOURCE_BYTES >> 20} MiB")
+        return f.read(MAX_SOURCE_BYTES + 1)
+
+
+def read_notebook(path: Path) -> dict[str, Any] | None:
+    """The notebook's JSON, or None when unreadable. Read with json: nbformat takes 1.8 s to
+    import where jupyter_server is installed."""
     try:
-        with open(path, encoding="utf-8") as f:
-            nb = json.load(f)
+        nb = json.loads(read_source_file(path))
     except (OSError, ValueError):
         return None
-    for cell in nb.get("cells", []) if isinstance(nb, dict) else []:
+    return nb if isinstance(nb, dict) else None
+
+
+def title_of(nb: dict[str, Any] | None) -> str | None:
+    """The first markdown line that starts with '# '."""
+    cells = nb.get("cells", []) if nb is not None else []
+    for cell in cells if isinstance(cells, list) else []:
         if not isinstance(cell, dict) or cell.get("cell_type") != "markdown":
             continue
         source = cell.get("source", "")
@@ -101,6 +125,48 @@ def notebook_title(path: Path) -> str | None:
             if line.startswith("# "):
                 return line[2:].strip() or None
     return None
+
+
+def notebook_title(path: Path) -> str | None:
+    return title_of(read_notebook(path))
+
+
+# what changes each time a notebook runs, not when it is edited (as nbstripout removes)
+VOLATILE_CELL_METADATA = ("execution", "ExecuteTime", "collapsed", "scrolled")
+
+
+def stripped_notebook(nb: dict[str, Any]) -> str:
+    """The notebook without outputs, execution counts and times, or widget state, as nbformat
+    writes it (indent 1, sorted keys): what was written, not what running it showed."""
+    if not isinstance(nb.get("cells"), list):
+        raise ValueError("not a notebook: it has no list of cells")
+    cells = []
+    for cell in nb["cells"]:
+        if isinstance(cell, dict):
+            cell = dict(cell)
+            if cell.get("cell_type") == "code":
+                cell["outputs"], cell["execution_count"] = [], None
+            if isinstance(cell.get("metadata"), dict):
+                meta = cell["metadata"].items()
+                cell["metadata"] = {k: v for k, v in meta if k not in VOLATILE_CELL_METADATA}
+        cells.append(cell)
+    stripped = {**nb, "cells": cells}
+    if isinstance(nb.get("metadata"), dict):
+        stripped["metadata"] = {k: v for k, v in nb["metadata"].items() if k != "widgets"}
+    return json.dumps(stripped, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def source_snapshot(path: Path, kind: str) -> tuple[str, str]:
+    """(hash, content) of a notebook (outputs stripped) or script as it is on disk now."""
+    raw = read_source_file(path)
+    if kind == "notebook":
+        nb = json.loads(raw)
+        if not isinstance(nb, dict):
+            raise ValueError("not a notebook")
+        content = stripped_notebook(nb)
+    else:
+        content = raw.decode("utf-8", errors="replace")
+    return content_hash(content), content
 
 
 def _script_path() -> Path | None:
@@ -166,11 +232,12 @@ def track(
             set_title(title)
         return context.run
     with reg.db.atomic():
-        transform = _transform_for(kind, key, name, title)
+        transform, created = _transform_for(kind, key, name, title)
         _finish(context.run)
         run = reg.Run.create(id=new_id("run"), transform=transform, created_by=instance.user_id)
-    context.transform, context.run = transform, run
+    context.transform, context.run, context.new_transform = transform, run, created
     context.instance_root, context.how = instance.root, how
+    context.registry_path, context.rename_checked = instance.registry_path, time.monotonic()
     record_environment_later(run.id, instance.registry_path)
     return run
 
@@ -203,28 +270,38 @@ def finish_recorders() -> None:
 
 def record_environment(run_id: str, registry_path: Path) -> None:
     """In a thread, on a connection of its own to the registry the run is in."""
-    import sqlite3
-
     from . import registry as reg
 
     try:
         python, packages = describe_environment()
         digest = environment_hash(python, packages)
-        con = sqlite3.connect(registry_path, timeout=2, isolation_level=None)
-        try:
-            con.execute("PRAGMA trusted_schema = 0")
-            con.execute("BEGIN IMMEDIATE")
-            con.execute(
+        write_alone(
+            registry_path,
+            (
                 "INSERT OR IGNORE INTO environment (hash, python, packages, created_at)"
                 " VALUES (?, ?, ?, ?)",
                 (digest, python, packages, reg.utcnow().isoformat()),
-            )
-            con.execute("UPDATE run SET environment = ? WHERE id = ?", (digest, run_id))
-            con.execute("COMMIT")
-        finally:
-            con.close()
+            ),
+            ("UPDATE run SET environment = ? WHERE id = ?", (digest, run_id)),
+        )
     except Exception:  # a thread has no one to tell; the run simply has no environment
         pass
+
+
+def write_alone(registry_path: Path, *statements: tuple[str, Any], timeout: float = 2) -> None:
+    """Statements in one transaction on a connection of its own (a thread, or exit), waiting
+    at most `timeout` seconds for another writer."""
+    import sqlite3
+
+    con = sqlite3.connect(registry_path, timeout=timeout, isolation_level=None)
+    try:
+        con.execute("PRAGMA trusted_schema = 0")
+        con.execute("BEGIN IMMEDIATE")
+        for sql, params in statements:
+            con.execute(sql, params)
+        con.execute("COMMIT")
+    finally:
+        con.close()
 
 
 def describe_environment() -> tuple[str, str]:
@@ -250,21 +327,26 @@ def describe_environment() -> tuple[str, str]:
 
 
 def environment_hash(python: str, packages: str) -> str:
+    return content_hash(f"python=={python}\n{packages}")
+
+
+def content_hash(text: str) -> str:
     """22 url-safe base64 characters of a BLAKE2b digest (hashlib: a thread still running
     at interpreter shutdown cannot import what the BLAKE3 file hashing uses)."""
     import base64
     import hashlib
 
-    digest = hashlib.blake2b(f"python=={python}\n{packages}".encode(), digest_size=16).digest()
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-def _transform_for(kind: str, key: str, name: str, title: str | None) -> Any:
-    """The Transform of `key`, created if new; inside a transaction."""
+def _transform_for(kind: str, key: str, name: str, title: str | None) -> tuple[Any, bool]:
+    """The Transform of `key` and whether it was created now; inside a transaction."""
     from . import registry as reg
     from .ids import new_id
 
     transform = reg.Transform.get_or_none(reg.Transform.key == key, reg.Transform.type == kind)
+    created = transform is None
     if transform is None:
         transform = reg.Transform.create(
             id=new_id("transform"),
@@ -277,7 +359,7 @@ def _transform_for(kind: str, key: str, name: str, title: str | None) -> Any:
     elif title is not None and transform.title != title:
         transform.title = title
         transform.save()
-    return transform
+    return transform, created
 
 
 def retarget_run(path: Path, how: str) -> Any:
@@ -286,11 +368,11 @@ def retarget_run(path: Path, how: str) -> Any:
 
     path = path.absolute()
     with reg.db.atomic():
-        transform = _transform_for("notebook", str(path), path.stem, None)
+        transform, created = _transform_for("notebook", str(path), path.stem, None)
         # one column: saving the whole record would write over what a thread recorded since
         reg.Run.update(transform=transform).where(reg.Run.id == context.run.id).execute()
         context.run.transform = transform
-    context.transform, context.how = transform, how
+    context.transform, context.how, context.new_transform = transform, how, created
     return context.run
 
 
@@ -326,6 +408,7 @@ def finish_cell(execution_count: int) -> None:
         "UPDATE cell SET finished_at = ? WHERE run_id = ? AND execution_count = ?",
         (reg.utcnow().isoformat(), context.run.id, execution_count),
     )
+    follow_rename()
 
 
 def ensure_run() -> Any:
@@ -333,7 +416,167 @@ def ensure_run() -> Any:
     instance = inst.current()
     if context.run is None or context.instance_root != instance.root:
         track()
+    else:
+        follow_rename()
     return context.run
+
+
+# --- a notebook renamed -------------------------------------------------------------------
+
+RENAME_CHECK_SECONDS = 5.0  # the server is asked at most this often, when something is recorded
+RENAME_TIMEOUT = 0.25  # seconds for all servers together
+# how the notebook was found when the Jupyter server may know it by another path since
+FOLLOWED = ("JPY_SESSION_NAME", "__session__", "the Jupyter server's sessions")
+
+
+def follow_rename(force: bool = False) -> None:
+    """A notebook renamed while its kernel runs: Jupyter's session changes its path, but
+    JPY_SESSION_NAME keeps the old one. Ask the server for this kernel's session (at most every
+    RENAME_CHECK_SECONDS) and let the Transform follow the file. Never raises."""
+    t = context.transform
+    if t is None or t.type != "notebook" or context.how not in FOLLOWED:
+        return
+    now = time.monotonic()
+    if not force and now - context.rename_checked < RENAME_CHECK_SECONDS:
+        return
+    context.rename_checked = now
+    try:
+        if not in_kernel(ipython_shell()) or inst.current().root != context.instance_root:
+            return
+        from .servers import notebook_from_servers
+
+        found = notebook_from_servers(timeout=RENAME_TIMEOUT)
+        if found is not None and str(found.absolute()) != t.key:
+            move_transform(t, found.absolute())
+    except Exception as e:  # the data is recorded all the same, under the former path
+        print(f"Warning: lamin_magic could not follow the notebook's rename: {e}", file=sys.stderr)
+
+
+def move_transform(transform: Any, path: Path) -> None:
+    """The Transform follows its notebook to `path`; its former path goes to transform_path.
+    A notebook Transform that had `path` (its file was replaced) keeps it only in its history."""
+    from . import registry as reg
+
+    key, title = str(path), notebook_title(path)
+    now = reg.utcnow()
+    with reg.db.atomic():
+        others = reg.Transform.select().where(
+            reg.Transform.key == key,
+            reg.Transform.type == "notebook",
+            reg.Transform.id != transform.id,
+        )
+        for other in others:
+            reg.TransformPath.insert(transform=other.id, path=key, until=now).execute()
+            reg.Transform.update(key=None).where(reg.Transform.id == other.id).execute()
+        if transform.key:
+            reg.TransformPath.insert(
+                transform=transform.id, path=transform.key, until=now
+            ).execute()
+        changes = {"key": key, "name": path.stem, "title": title or transform.title}
+        reg.Transform.update(**changes).where(reg.Transform.id == transform.id).execute()
+    for field_name, value in changes.items():
+        setattr(transform, field_name, value)
+
+
+def adopt_renamed(digest: str | None) -> bool:
+    """A notebook renamed while no kernel ran got a new Transform at start: when its content
+    (outputs stripped) is the last snapshot of exactly one notebook Transform whose file is
+    gone, and no other run uses the new Transform, the run moves to that Transform, which
+    follows the file; the new one is removed. True when it did."""
+    from . import registry as reg
+
+    t, run = context.transform, context.run
+    if not digest or t is None or run is None or t.type != "notebook" or not context.new_transform:
+        return False
+    context.new_transform = False  # asked once per Transform created
+
+    def last_snapshot(transform_id: str) -> str | None:
+        row = (
+            reg.Run.select(reg.Run.snapshot)
+            .where(reg.Run.transform == transform_id, reg.Run.snapshot.is_null(False))
+            .order_by(reg.Run.created_at.desc())
+            .tuples()
+            .first()
+        )
+        return row[0] if row else None
+
+    with_it = reg.Run.select(reg.Run.transform).where(reg.Run.snapshot == digest).distinct()
+    candidates = [
+        c
+        for c in reg.Transform.select().where(
+            reg.Transform.id.in_(with_it),
+            reg.Transform.type == "notebook",
+            reg.Transform.id != t.id,
+        )
+        # a path from the registry is only tested for existence, never read
+        if c.key and not os.path.lexists(c.key) and last_snapshot(c.id) == digest
+    ]
+    if len(candidates) != 1:
+        return False
+    old = candidates[0]
+    with reg.db.atomic():
+        if reg.Run.select().where(reg.Run.transform == t.id, reg.Run.id != run.id).exists():
+            return False  # another kernel runs the new notebook too: leave both as they are
+        reg.Run.update(transform=old.id).where(reg.Run.id == run.id).execute()
+        reg.Transform.delete().where(reg.Transform.id == t.id).execute()
+        move_transform(old, Path(t.key))
+    context.transform = old
+    run.transform = old
+    return True
+
+
+# --- at exit --------------------------------------------------------------------------------
+
+EXIT_LOCK_TIMEOUT = 1.0  # seconds a shutdown waits for another writer, at most
+
+
+def snapshot_statements() -> list[tuple[str, Any]]:
+    """What records the tracked notebook (outputs stripped) or script as it is on disk now,
+    once per distinct content, and points the run at it. Raises when it cannot be read."""
+    from . import registry as reg
+
+    t, run = context.transform, context.run
+    if t is None or run is None or t.type not in ("notebook", "script") or not t.key:
+        return []
+    if t.type == "notebook" and not os.path.exists(t.key):
+        follow_rename(force=True)  # renamed since the server was last asked
+    digest, content = source_snapshot(Path(t.key), t.type)
+    return [
+        (
+            "INSERT OR IGNORE INTO source (hash, kind, content, created_at) VALUES (?, ?, ?, ?)",
+            (digest, t.type, content, reg.utcnow().isoformat()),
+        ),
+        ("UPDATE run SET snapshot = ? WHERE id = ?", (digest, run.id)),
+    ]
+
+
+def finish_at_exit() -> None:
+    """The run's end and its snapshot, in one transaction that waits at most
+    EXIT_LOCK_TIMEOUT for another writer: a shutdown stays short. One line on stderr when
+    something was not recorded (a script's user sees it; a kernel's goes to the server log)."""
+    from . import registry as reg
+
+    run = context.run
+    if run is None or context.registry_path is None:
+        return
+    statements: list[tuple[str, Any]] = []
+    problem = ""
+    try:
+        statements = snapshot_statements()
+    except Exception as e:
+        problem = f"no snapshot of the {context.transform.type} was recorded: {e}"
+    finish = "UPDATE run SET finished_at = ? WHERE id = ? AND finished_at IS NULL"
+    try:
+        write_alone(
+            context.registry_path,
+            (finish, (reg.utcnow().isoformat(), run.id)),
+            *statements,
+            timeout=EXIT_LOCK_TIMEOUT,
+        )
+    except Exception as e:
+        problem = f"the end of run {run.id} was not recorded: {e}"
+    if problem:  # a path or an error may hold anything
+        print(f"lamin_magic: {printable(problem)}", file=sys.stderr)
 
 
 def _finish(run: Any) -> None:
@@ -348,8 +591,4 @@ def _finish(run: Any) -> None:
 @atexit.register
 def _finish_at_exit() -> None:
     finish_recorders()
-    try:
-        if context.run is not None:
-            _finish(context.run)
-    except Exception:  # the process is ending; nothing to tell
-        pass
+    finish_at_exit()

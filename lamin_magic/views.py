@@ -106,8 +106,8 @@ class Code:
     text: str
 
     def __str__(self) -> str:
-        lines = [printable(self.title), *(printable(x) for x in self.text.splitlines())]
-        return "\n".join(lines)
+        lines = [printable(self.title)] if self.title else []
+        return "\n".join([*lines, *(printable(x) for x in self.text.splitlines())])
 
     __repr__ = __str__
 
@@ -289,6 +289,11 @@ def show_file(spec: str) -> Sections:
         if run is not None:
             t = run.transform
             made.rows.append([run.id, t.name, t.type, t.title, run.created_at, run.finished_at])
+            if run.snapshot:
+                made.footer = (
+                    f"its {t.type} as saved when the run ended: lamin-magic source {run.id} "
+                    "--notebook"
+                )
     versions = Table(
         "versions",
         ["version", "id", "size", "hash", "created_at"],
@@ -345,6 +350,22 @@ def run_source(run_id: str | None = None) -> Sections:
     if not parts:
         parts = [Table(f"run {run_id}", [], [], empty="no cell recorded")]
     return Sections(parts)
+
+
+def run_snapshot(run_id: str) -> Code:
+    """The notebook (outputs stripped, as .ipynb JSON) or script as saved on disk when the
+    run ended; each line made safe for a terminal."""
+    inst.current()
+    run = reg.Run.get_or_none(reg.Run.id == run_id)
+    if run is None:
+        raise files.NotFoundError(f"no run {run_id!r}; lamin-magic runs lists them")
+    source = reg.Source.get_or_none(reg.Source.hash == run.snapshot) if run.snapshot else None
+    if source is None:
+        raise files.NotFoundError(
+            f"run {run_id} has no snapshot of its notebook or script (recorded when it ends; a "
+            "run still going, an IPython session, or one made by an older lamin_magic has none)"
+        )
+    return Code("", source.content)
 
 
 def run_environment(run_id: str, other: str | None = None) -> str:

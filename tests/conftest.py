@@ -92,6 +92,12 @@ def temporaries(root: Path) -> list[str]:
 
 # what each schema upgrade added, undone: a registry as an older lamin_magic left it
 DOWNGRADES = {
+    5: [
+        "DROP TABLE transform_path",
+        "DROP TABLE source",
+        "DROP INDEX run_snapshot",
+        "ALTER TABLE run DROP COLUMN snapshot",
+    ],
     4: [
         "DROP TABLE cell",
         "ALTER TABLE file DROP COLUMN cell",

@@ -124,7 +124,8 @@ CASES = [
     Case(
         "a registry with a newer schema",
         "ls",
-        "newer than this lamin_magic understands (4); upgrade: pip install -U lamin_magic",
+        f"newer than this lamin_magic understands ({registry.SCHEMA_VERSION}); upgrade: "
+        "pip install -U lamin_magic",
         setup=newer_schema,
     ),
     Case(

@@ -352,7 +352,7 @@ def test_a_schema_2_registry_is_upgraded(tmp_path):
     lm.restore("kept")
     assert lm.load("kept").x.tolist() == [1]
     con = sqlite3.connect(inst.registry_path)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert con.execute("PRAGMA user_version").fetchone()[0] == registry.SCHEMA_VERSION
     indexes = {r[1] for r in con.execute("PRAGMA index_list(file)")}
     assert "file_trashed_at" in indexes
     con.close()

@@ -202,3 +202,238 @@ def test_mermaid_labels_show_as_they_are():
     text = mermaid_text(hostile)
     assert not any(c in text.replace("#", "").replace(";", "") for c in '"&<>%')
     assert text.startswith("#60;img src=x onerror=alert(1)#62; x#38;amp;y a #35;35;")
+
+
+# --- snapshots of the notebook or script, at exit ----------------------------------------------
+
+
+def notebook_with_outputs(path, *sources: str, output: str = "42"):
+    """A notebook as Jupyter saves it after running: outputs, counts and times in it."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Snapshot me")]
+    for i, source in enumerate(sources, 1):
+        cell = nbformat.v4.new_code_cell(source, execution_count=i)
+        cell.outputs = [nbformat.v4.new_output("stream", text=output)]
+        cell.metadata["execution"] = {"iopub.execute_input": f"2026-11-29T10:0{i}:00Z"}
+        nb.cells.append(cell)
+    nb.metadata["widgets"] = {"state": {"big": "x" * 100}}
+    nbformat.write(nb, path)
+    return path
+
+
+def registry_rows(registry, sql: str, *args) -> list[tuple]:
+    con = sqlite3.connect(registry)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_a_kernel_stores_its_notebook_once_per_content_at_shutdown(tmp_path):
+    import nbformat
+
+    root = tmp_path / "inst"
+    nb_path = notebook_with_outputs(tmp_path / "analysis.ipynb", "x = 1", "print(x)")
+    env = clean_env(LAMIN_MAGIC_ROOT=str(root), JPY_SESSION_NAME=str(nb_path))
+    runs = []
+    for output in ("42", "43", "44"):  # run 3 saved other outputs only: the same snapshot
+        if output == "44":  # Jupyter saved it again after running: outputs and counts differ
+            nb = nbformat.read(nb_path, as_version=4)
+            for c in nb.cells[1:]:
+                c.outputs[0].text, c.execution_count = "44", c.execution_count + 10
+            nbformat.write(nb, nb_path)
+        with kernel(env, tmp_path) as (_, client):
+            runs.append(run_code(client, "import lamin_magic as lm\nprint(lm.context.run.id)"))
+        if output == "42":  # edited between the first and the second run
+            notebook_with_outputs(nb_path, "x = 2", "print(x)")
+    ids = [r["stdout"].strip().splitlines()[-1] for r in runs]
+    registry = root / "inst.lndb"
+    snapshots = registry_rows(
+        registry,
+        "SELECT r.id, r.snapshot, r.finished_at IS NOT NULL FROM run r ORDER BY r.created_at",
+    )
+    assert [s[0] for s in snapshots] == ids and all(s[1] and s[2] for s in snapshots)
+    assert snapshots[0][1] != snapshots[1][1] == snapshots[2][1]  # edited; then outputs only
+    assert registry_rows(registry, "SELECT kind, COUNT(*) FROM source GROUP BY kind") == [
+        ("notebook", 2)
+    ]
+    out = cli("--root", str(root), "source", ids[1], "--notebook")
+    assert out.returncode == 0, out.stderr
+    stored = nbformat.reads(out.stdout, as_version=4)
+    code = [c for c in stored.cells if c.cell_type == "code"]
+    assert [c.source for c in code] == ["x = 2", "print(x)"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
+    assert all("execution" not in c.metadata for c in code) and "widgets" not in stored.metadata
+    assert stored.cells[0].source == "# Snapshot me"
+    shown = cli("--root", str(root), "show", "x").stderr  # no file: still one line
+    assert shown.startswith("lamin-magic: error: no file named 'x'")
+
+
+def test_a_script_records_its_source_and_a_failure_is_one_line(tmp_path):
+    root = tmp_path / "inst"
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import pandas as pd, lamin_magic as lm\n"
+        f"lm.init({str(root)!r})\n"
+        "lm.add(lm.File(pd.DataFrame({'a': [1]}), name='made'))\n"
+        "print(lm.context.run.id)  # caf\u00e9\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    run_id = out.stdout.strip()
+    printed = cli("--root", str(root), "source", run_id, "--notebook")
+    assert printed.stdout == script.read_text(), printed.stderr
+    shown = cli("--root", str(root), "show", "made").stdout
+    assert f"lamin-magic source {run_id} --notebook" in shown
+    # a script that removes itself before it ends: one line, its exit status unchanged
+    gone = tmp_path / "gone.py"
+    gone.write_text(
+        f"import os, lamin_magic as lm\nlm.init({str(root)!r})\nlm.track()\n"
+        "os.remove(__file__)\nraise SystemExit(3)\n"
+    )
+    out = subprocess.run([sys.executable, str(gone)], capture_output=True, text=True)
+    assert out.returncode == 3
+    assert out.stderr.startswith("lamin_magic: no snapshot of the script was recorded: ")
+    assert out.stderr.count("\n") == 1
+    rows = registry_rows(
+        root / "inst.lndb",
+        "SELECT r.snapshot FROM run r JOIN transform t ON r.transform_id = t.id"
+        " WHERE t.name = 'gone'",
+    )
+    assert rows == [(None,)]
+    missing = cli("--root", str(root), "source", "nope", "--notebook")
+    assert missing.returncode == 2 and "no run 'nope'" in missing.stderr
+
+
+def test_what_is_not_a_plain_notebook_file_is_not_read(tmp_path, inst, monkeypatch):
+    import os
+
+    fifo = tmp_path / "pipe.ipynb"
+    os.mkfifo(fifo)
+    assert tracking.read_notebook(fifo) is None  # would block forever if opened plainly
+    with pytest.raises(ValueError, match="not a regular file"):
+        tracking.source_snapshot(fifo, "notebook")
+    big = tmp_path / "big.ipynb"
+    notebook_with_outputs(big, "x = 1", output="y" * 5000)
+    monkeypatch.setattr(tracking, "MAX_SOURCE_BYTES", 4096)
+    with pytest.raises(ValueError, match="larger than"):
+        tracking.source_snapshot(big, "notebook")
+    broken = tmp_path / "broken.ipynb"
+    broken.write_text('{"cells": {}}')
+    with pytest.raises(ValueError, match="no list of cells"):
+        tracking.source_snapshot(broken, "notebook")
+
+
+def test_a_schema_4_registry_is_upgraded_and_keeps_its_provenance(tmp_path):
+    from conftest import downgrade
+
+    from lamin_magic import instance, registry
+
+    inst = lm.init(tmp_path / "inst")
+    run = tracking.track()
+    lm.add(lm.File(pd.DataFrame({"a": [1]}), name="kept"))
+    tracking.start_cell(1, "%lamin save kept")
+    instance.reset()
+    tracking.context.run = tracking.context.transform = None
+    downgrade(inst.registry_path, 4)
+    assert "snapshot" not in [
+        r[1] for r in registry_rows(inst.registry_path, "PRAGMA table_info(run)")
+    ]
+    lm.init(tmp_path / "inst")
+    assert lm.load("kept").a.tolist() == [1]
+    assert "%lamin save kept" in str(views.run_source(run.id))
+    assert registry_rows(inst.registry_path, "PRAGMA user_version") == [(registry.SCHEMA_VERSION,)]
+    indexes = {r[1] for r in registry_rows(inst.registry_path, "PRAGMA index_list(run)")}
+    assert "run_snapshot" in indexes
+    script = tmp_path / "after.py"
+    script.write_text(
+        f"import lamin_magic as lm\nlm.init({str(tmp_path / 'inst')!r})\nlm.track()\n"
+    )
+    subprocess.run([sys.executable, str(script)], check=True)
+    assert registry_rows(inst.registry_path, "SELECT kind FROM source") == [("script",)]
+
+
+@pytest.mark.slow
+def test_lineage_across_two_notebooks_in_real_kernels(tmp_path):
+    import nbformat
+    from run_notebook import run_notebook
+
+    from lamin_magic.graph import lineage
+
+    root = tmp_path / "inst"
+    made = {}
+    for name, code in (
+        ("make_x", ["import pandas as pd\nx = pd.DataFrame({'a': [1, 2]})", "%lamin save x"]),
+        ("use_x", ["%lamin load x", "y = x * 2", "%lamin save y", "%lamin lineage y"]),
+    ):
+        source = tmp_path / "src" / name / f"{name}.ipynb"
+        source.parent.mkdir(parents=True)
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_markdown_cell(f"# {name}")]
+        nb.cells += [nbformat.v4.new_code_cell(c) for c in code]
+        nbformat.write(nb, source)
+        made[name] = run_notebook(source, tmp_path / "out" / name, root)
+    shown = made["use_x"].cells[-1].outputs[-1]
+    assert shown.data["text/markdown"].startswith("```mermaid\nflowchart LR")
+    text = shown.data["text/plain"]
+    runs = dict(
+        registry_rows(
+            root / "inst.lndb",
+            "SELECT t.name, r.id FROM run r JOIN transform t ON r.transform_id = t.id",
+        )
+    )
+    assert (
+        text.splitlines()
+        == [  # in the kernel of use_x: both notebooks, both runs
+            "lineage of y@1 (depth 3)",
+            f"  make_x (notebook) run {runs['make_x'][:8]} --made--> x@1",
+            f"  use_x (notebook) run {runs['use_x'][:8]} --made--> y@1",
+            f"  x@1 --read by--> use_x (notebook) run {runs['use_x'][:8]}",
+        ]
+    )
+    lm.init(root)
+    edges = {line.strip() for line in str(lineage("y")).splitlines()[1:]}
+    label = {
+        n.label.split(" (")[0]: n.label for n in lineage("y").nodes.values() if n.kind == "run"
+    }
+    assert edges == {
+        f"{label['make_x']} --made--> x@1",
+        f"x@1 --read by--> {label['use_x']}",
+        f"{label['use_x']} --made--> y@1",
+    }
+    # both kernels stored their notebook when they shut down
+    kinds = registry_rows(root / "inst.lndb", "SELECT r.snapshot IS NOT NULL FROM run r")
+    assert kinds == [(1,), (1,)]
+
+
+def test_a_held_registry_delays_an_exit_by_about_a_second_at_most(tmp_path):
+    root = tmp_path / "inst"
+    script = tmp_path / "job.py"
+    script.write_text(
+        f"import sys, lamin_magic as lm\nlm.init({str(root)!r})\nlm.track()\n"
+        "print('tracked', flush=True)\nsys.stdin.readline()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline() == "tracked\n"
+    time.sleep(2.5)  # its environment is recorded (2 s after it starts)
+    con = sqlite3.connect(root / "inst.lndb", isolation_level=None)
+    con.execute("BEGIN IMMEDIATE")  # another writer holds the registry while it exits
+    try:
+        start = time.monotonic()
+        _, err = proc.communicate("go\n", timeout=30)
+        took = time.monotonic() - start
+    finally:
+        con.execute("ROLLBACK")
+        con.close()
+    assert proc.returncode == 0 and took < 2.5, took
+    assert err.startswith("lamin_magic: the end of run ") and "database is locked" in err, err
+    assert err.count("\n") == 1

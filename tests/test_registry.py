@@ -15,7 +15,15 @@ DOCUMENTED = {
     "user": ["id", "handle", "name", "created_at"],
     "storage": ["id", "root", "type", "created_at"],
     "transform": ["id", "version", "name", "title", "type", "key", "created_by_id", "created_at"],
-    "run": ["id", "transform_id", "created_by_id", "created_at", "finished_at", "environment"],
+    "run": [
+        "id",
+        "transform_id",
+        "created_by_id",
+        "created_at",
+        "finished_at",
+        "environment",
+        "snapshot",
+    ],
     "file": [
         "id",
         "name",
@@ -37,6 +45,8 @@ DOCUMENTED = {
     "run_input": ["run_id", "file_id"],
     "cell": ["run_id", "execution_count", "source", "started_at", "finished_at"],
     "environment": ["hash", "python", "packages", "created_at"],
+    "source": ["hash", "kind", "content", "created_at"],
+    "transform_path": ["transform_id", "path", "until"],
 }
 
 
