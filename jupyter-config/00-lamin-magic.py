@@ -13,9 +13,23 @@ def _lamin_magic_autoload() -> None:
         if type(ip).__name__ != "ZMQInteractiveShell":
             return
         # what a kernel prints while it starts is shown in no cell: the extension says what
-        # it tracks in the output of the first cell instead
+        # it tracks in the output of the first cell instead. It loads just before that cell,
+        # so that starting a kernel costs next to nothing (and a kernel that runs no cell
+        # records nothing).
         ip._lamin_magic_autoload = True
-        ip.extension_manager.load_extension("lamin_magic")
+
+        def load_lamin_magic(info: object) -> None:
+            ip.events.unregister("pre_run_cell", load_lamin_magic)
+            try:
+                from lamin_magic.extension import load_before_first_cell
+
+                load_before_first_cell(ip, info)
+            except Exception as e:  # never break a kernel
+                import warnings
+
+                warnings.warn(f"lamin_magic did not load: {e}", stacklevel=1)
+
+        ip.events.register("pre_run_cell", load_lamin_magic)
     except Exception as e:  # never break a kernel
         import warnings
 

@@ -72,7 +72,8 @@ class Extension:
         transform = tracking.context.transform
         if transform.type == "notebook" and transform.key:
             self.title_reader = TitleReader(Path(transform.key), tracking.context.new_transform)
-        print(summary(run))
+        if not self.announce:  # autoloaded: the first cell's own line says it
+            print(summary(run))
 
     def unload(self) -> None:
         hooks = (
@@ -191,6 +192,17 @@ def load(ip: Any) -> None:
         ext.load()
     except Exception as e:  # loading must never break a kernel
         warn(f"lamin_magic did not load: {e}")
+
+
+def load_before_first_cell(ip: Any, info: Any) -> None:
+    """The start-up file's hook, run before a kernel's first cell: load the extension, then do
+    for this cell what its own hooks do (they were registered during this very event, so
+    IPython does not call them for it)."""
+    ip.extension_manager.load_extension("lamin_magic")
+    ext = _loaded.get(id(ip))
+    if ext is not None:
+        ext.find_notebook_before_first_cell(info)
+        ext.start_cell(info)
 
 
 def unload(ip: Any) -> None:
