@@ -781,7 +781,8 @@ def bench_tracking(report: Report, sizes: Sizes, work: Path) -> None:
     added = (statistics.median(ours) - statistics.median(raw)) * 1000
     report.add(
         Row(
-            "kernel start to ready, start-up file (loads lamin_magic before the first cell) / autoload off",
+            "kernel start to ready, start-up file (loads lamin_magic before the first cell)"
+            " / autoload off",
             statistics.median(ours) * 1000,
             statistics.median(raw) * 1000,
             "ms",
