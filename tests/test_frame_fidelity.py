@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -271,6 +272,15 @@ KEPT = {  # found by a black-box search: each came back changed before
         {"t": pd.date_range("2020", periods=2, tz=__import__("zoneinfo").ZoneInfo("Europe/Berlin"))}
     ),
     "no duplicate labels": pd.DataFrame({"a": [1]}).set_flags(allows_duplicate_labels=False),
+    "arrow lists": pd.DataFrame(
+        {"l": pd.Series([[1, 2], None], dtype=pd.ArrowDtype(pa.list_(pa.int64())))}
+    ),
+    "arrow maps": pd.DataFrame(
+        {"m": pd.Series([[("a", 1)]], dtype=pd.ArrowDtype(pa.map_(pa.string(), pa.int64())))}
+    ),
+    "arrow dictionaries": pd.DataFrame(
+        {"d": pd.Series(["a", "b"], dtype=pd.ArrowDtype(pa.dictionary(pa.int8(), pa.string())))}
+    ),
 }
 
 
@@ -292,6 +302,10 @@ REFUSED = {
     "interval categories": (pd.DataFrame({"c": pd.cut([1, 5, 9], 3)}), "interval"),
     "a negative NaN": (pd.DataFrame({"f": np.array([1.0, -np.nan])}), "NaN with its sign bit"),
     "labels 1 and '1'": (pd.DataFrame({1: [1], "1": [2]}), "would both be stored as '1'"),
+    "an int beyond 64 bits": (
+        pd.DataFrame({"b": pd.Series([2**70, 1], dtype=object)}),
+        "integers beyond 64 bits",
+    ),
 }
 
 

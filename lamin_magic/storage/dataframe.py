@@ -59,8 +59,15 @@ def write_parquet(df: Any, stream: BinaryIO) -> None:
             # pyarrow converts columns in a pool of threads; on small frames starting them
             # costs more than the conversion (3.4 ms against 0.7 ms for 600 rows here)
             table = pa.Table.from_pandas(df, nthreads=1 if df.size < THREADED_CELLS else None)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+    except (
+        pa.ArrowInvalid,
+        pa.ArrowTypeError,
+        pa.ArrowNotImplementedError,
+        OverflowError,
+        TypeError,
+    ) as e:
         raise UnsupportedTypeError(unconvertible_column(df, e)) from e
+    table = fidelity.readable(table)
     kept = fidelity.plan(df, table)
     extra = {
         fidelity.META_KEY: kept.metadata(),
@@ -83,7 +90,12 @@ def unconvertible_column(df: Any, error: Exception) -> str:
     for name in df.columns:
         try:
             pa.array(df[name], from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        except OverflowError:
+            return (
+                f"column {name!r} holds integers beyond 64 bits, which parquet cannot store; "
+                f"store them as text: df[{name!r}] = df[{name!r}].astype(str)"
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError):
             kinds = sorted({type(v).__name__ for v in df[name].dropna()})
             return (
                 f"column {name!r} holds values of types {', '.join(kinds)}, which parquet "

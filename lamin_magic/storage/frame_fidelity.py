@@ -71,6 +71,29 @@ class Plan:
         return wait
 
 
+def readable(table: Any) -> Any:
+    """The table with pandas' metadata naming `object` for ArrowDtype columns whose dtype
+    name pandas cannot parse back (lists, structs, maps, dictionaries: to_pandas would fail
+    on the file); `restore` gives them back from their arrow data."""
+    import pandas as pd
+
+    meta = json.loads(table.schema.metadata[b"pandas"])
+    changed = False
+    for column in meta["columns"]:
+        name = column.get("numpy_type") or ""
+        if name.endswith("[pyarrow]"):
+            try:
+                pd.api.types.pandas_dtype(name)
+            except (TypeError, ValueError):
+                column["numpy_type"] = "object"
+                changed = True
+    if not changed:
+        return table
+    return table.replace_schema_metadata(
+        {**table.schema.metadata, b"pandas": json.dumps(meta).encode()}
+    )
+
+
 def plan(df: Any, table: Any) -> Plan:
     """Decide, per slot, how parquet's round trip is made exact; refuse what cannot be."""
     import pandas as pd
@@ -231,11 +254,13 @@ def _slot(
         return _object_slot(where, code, values, arrow, result, multi)
     if isinstance(dtype, pd.CategoricalDtype):  # what parquet keeps is plain (_plain_dtype)
         return _categories_fix(where, code, dtype)
+    if isinstance(dtype, pd.ArrowDtype) and pd.ArrowDtype(arrow.type) == dtype:
+        # given back from its arrow data, whatever to_pandas makes; parquet renames the
+        # fields inside lists and maps, so the exact type goes along
+        return {"dtype": "arrow", "type": _arrow_type_text(arrow.type)}
     predicted = predict()
     if _same_dtype(dtype, predicted):
         return None
-    if isinstance(dtype, pd.ArrowDtype) and pd.ArrowDtype(arrow.type) == dtype:
-        return {"dtype": "arrow"}
     if isinstance(dtype, pd.StringDtype):
         na = "nan" if _is_nan(dtype.na_value) else "NA"
         return {"dtype": "string", "storage": dtype.storage, "na_value": na}
@@ -247,6 +272,22 @@ def _slot(
         f"{where} has dtype {dtype}, which parquet would give back as {predicted}; "
         f"convert it first: {code} = {code}.astype({str(predicted)!r})"
     )
+
+
+def _arrow_type_text(type_: Any) -> str:
+    import base64
+
+    import pyarrow as pa
+
+    return base64.b64encode(pa.schema([pa.field("_", type_)]).serialize().to_pybytes()).decode()
+
+
+def _arrow_type(text: str) -> Any:
+    import base64
+
+    import pyarrow as pa
+
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text))).field(0).type
 
 
 def _check_nan_bits(where: str, values: Any) -> None:
@@ -618,6 +659,8 @@ def _restored(current: Any, arrow: Any, fix: dict[str, Any]) -> Any:
 
     dtype = fix.get("dtype")
     if dtype == "arrow":
+        if "type" in fix:
+            arrow = arrow.cast(_arrow_type(fix["type"]))
         return pd.arrays.ArrowExtensionArray(arrow)
     if dtype == "string":
         na_value = np.nan if fix["na_value"] == "nan" else pd.NA
