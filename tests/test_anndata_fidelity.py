@@ -271,3 +271,25 @@ def test_saving_a_mudata_leaves_its_text_columns_text(inst):
     assert mdata.mod["rna"].obs["s"].dtype == object
     assert loaded.mod["rna"].obs["s"].dtype == object
     assert loaded.mod["rna"].obs["s"].tolist() == ["a", "b", "a"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (b"ab", r"anndata cannot write adata.uns\['v'\] \(bytes"),
+        ({1, 2}, r"anndata cannot write adata.uns\['v'\] \(set"),
+        ([[1], [1, 2]], r"adata.uns\['v'\]"),
+        (2**70, r"adata.uns\['v'\]"),
+    ],
+)
+def test_uns_anndata_cannot_write_is_named_in_one_line(inst, fmt, value, message):
+    adata = ad.AnnData(np.ones((2, 2), dtype=np.float32))
+    adata.uns["v"] = value
+    with pytest.raises(UnsupportedTypeError, match=message) as raised:
+        lm.add(lm.File(adata, name="unwritable", format=fmt))
+    assert "\n" not in str(raised.value)
+    adata.uns.pop("v")
+    adata.uns[""] = 1
+    with pytest.raises(UnsupportedTypeError, match=r"adata.uns has the key '', which HDF5"):
+        lm.add(lm.File(adata, name="unwritable", format=fmt))

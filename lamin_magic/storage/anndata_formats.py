@@ -174,6 +174,12 @@ def _check_mapping(mapping: Any, where: str) -> None:
                 f"{where} has the key {key!r} ({type(key).__name__}); anndata writes only "
                 f"string keys: rename it, e.g. {where}[{str(key)!r}] = {where}.pop({key!r})"
             )
+        if key in ("", ".", "..") or "/" in key:
+            raise UnsupportedTypeError(
+                f"{where} has the key {key!r}, which HDF5 and zarr cannot use as a name "
+                f"(empty, '.', '..' or with '/'); rename it, e.g. "
+                f"{where}['key'] = {where}.pop({key!r})"
+            )
         inner = f"{where}[{key!r}]"
         if isinstance(value, tuple):
             raise UnsupportedTypeError(
@@ -190,10 +196,73 @@ def in_memory(adata: Any) -> Any:
     return adata.to_memory() if adata.isbacked else adata
 
 
+def _scratch_h5() -> Any:
+    import uuid
+
+    import h5py
+
+    return h5py.File(f"{uuid.uuid4().hex}.h5", "w", driver="core", backing_store=False)
+
+
+def _scratch_zarr() -> Any:
+    import zarr
+
+    return zarr.open_group(zarr.storage.MemoryStore(), mode="w", zarr_format=2)
+
+
+def diagnosed(write: Any, adata: Any, scratch: Any) -> None:
+    """Run anndata's writer; if it fails, name the element it failed on: each part of the
+    object is written on its own into a scratch group in memory (run only on failure)."""
+    try:
+        write()
+    except (OSError, MemoryError):
+        raise
+    except Exception as e:
+        import anndata
+
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        for where, value in _parts(adata):
+            group = scratch()
+            try:
+                anndata.io.write_elem(group, "x", value)
+            except Exception as inner:
+                text = str(inner).strip().splitlines()
+                why = text[0] if text else type(inner).__name__
+                raise UnsupportedTypeError(
+                    f"anndata cannot write {where} ({type(value).__name__}: {why}); change it "
+                    "to text, numbers, numpy arrays or dicts of those"
+                ) from e
+            finally:
+                if hasattr(group, "close"):
+                    group.close()
+        raise UnsupportedTypeError(f"anndata cannot write it ({type(e).__name__}: {reason})") from e
+
+
+def _parts(adata: Any, where: str = "adata") -> list[tuple[str, Any]]:
+    """The parts of an AnnData, the innermost values of uns first named (uns[a][b])."""
+    found: list[tuple[str, Any]] = []
+
+    def walk(mapping: Any, name: str) -> None:
+        for key, value in mapping.items():
+            if isinstance(value, dict):
+                walk(value, f"{name}[{key!r}]")
+            else:
+                found.append((f"{name}[{key!r}]", value))
+
+    walk(adata.uns, f"{where}.uns")
+    found += [(f"{where}.obs", adata.obs), (f"{where}.var", adata.var)]
+    for slot in ("obsm", "varm", "layers", "obsp", "varp"):
+        found += [(f"{where}.{slot}[{k!r}]", v) for k, v in getattr(adata, slot).items()]
+    return found
+
+
 def write_h5ad(adata: Any, path: Any) -> None:
     import h5py
 
-    in_memory(adata).write_h5ad(path, convert_strings_to_categoricals=False)
+    source = in_memory(adata)
+    diagnosed(
+        lambda: source.write_h5ad(path, convert_strings_to_categoricals=False), adata, _scratch_h5
+    )
     with h5py.File(path, "r+") as f:
         uns.check_written(f, [("uns", adata.uns, "adata.uns")], slot_record(adata))
 
@@ -217,7 +286,12 @@ def write_zarr(adata: Any, path: Any) -> None:
     # will change even when the format is set explicitly; that warning is not the user's.
     with warnings.catch_warnings(), anndata.settings.override(zarr_write_format=2):
         warnings.filterwarnings("ignore", message="Writing zarr v2 data", category=UserWarning)
-        in_memory(adata).write_zarr(str(path), convert_strings_to_categoricals=False)
+        source = in_memory(adata)
+        diagnosed(
+            lambda: source.write_zarr(str(path), convert_strings_to_categoricals=False),
+            adata,
+            _scratch_zarr,
+        )
     group = zarr.open_group(str(path), mode="r+")
     uns.check_written(group, [("uns", adata.uns, "adata.uns")], slot_record(adata))
 
