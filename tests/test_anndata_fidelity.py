@@ -49,6 +49,7 @@ uns_values = st.recursive(
         ),
         st.lists(st.integers(-9, 9), max_size=3).map(lambda v: np.array(v, dtype=np.int16)),
         st.lists(words, min_size=1, max_size=3).map(np.array),  # a numpy string array
+        st.lists(words, min_size=1, max_size=3).map(lambda v: np.array(v, dtype="S")),  # bytes
         st.lists(st.integers(-9, 9), max_size=3),
         st.lists(words, min_size=1, max_size=3),
         st.lists(st.floats(allow_nan=False, width=64), min_size=1, max_size=3),

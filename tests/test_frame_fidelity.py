@@ -272,6 +272,13 @@ KEPT = {  # found by a black-box search: each came back changed before
         {"t": pd.date_range("2020", periods=2, tz=__import__("zoneinfo").ZoneInfo("Europe/Berlin"))}
     ),
     "no duplicate labels": pd.DataFrame({"a": [1]}).set_flags(allows_duplicate_labels=False),
+    "object datetimes": pd.DataFrame(
+        {"a": pd.Series([datetime.datetime(2020, 1, 1), None], dtype=object)}
+    ),
+    "object timedeltas": pd.DataFrame(
+        {"a": pd.Series([datetime.timedelta(1), None], dtype=object)}
+    ),
+    "Int64 labels": pd.DataFrame([[1, 2]], columns=pd.Index([1, 2], dtype="Int64")),
     "arrow lists": pd.DataFrame(
         {"l": pd.Series([[1, 2], None], dtype=pd.ArrowDtype(pa.list_(pa.int64())))}
     ),
@@ -302,6 +309,10 @@ REFUSED = {
     "interval categories": (pd.DataFrame({"c": pd.cut([1, 5, 9], 3)}), "interval"),
     "a negative NaN": (pd.DataFrame({"f": np.array([1.0, -np.nan])}), "NaN with its sign bit"),
     "labels 1 and '1'": (pd.DataFrame({1: [1], "1": [2]}), "would both be stored as '1'"),
+    "an index of ints beyond 64 bits": (
+        pd.DataFrame({"a": [1, 2]}, index=pd.Index([2**70, 1], dtype=object)),
+        r"the index holds integers beyond 64 bits, .*df.index = df.index.astype\(str\)",
+    ),
     "an int beyond 64 bits": (
         pd.DataFrame({"b": pd.Series([2**70, 1], dtype=object)}),
         "integers beyond 64 bits",

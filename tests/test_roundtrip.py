@@ -111,7 +111,7 @@ def test_empty_frame_round_trip(inst):
         (pd.DataFrame({0: [1], "a": [2]}), r"column 0 \(int\) would come back as '0' \(str\)"),
         (pd.DataFrame({True: [1], False: [2]}), r"column False \(bool\) would come back as True"),
         (pd.DataFrame([[1, 2]], columns=["a", "a"]), "appears twice"),
-        (pd.DataFrame({"mixed": [1, "one"]}), "cannot keep in one column; convert it"),
+        (pd.DataFrame({"mixed": [1, "one"]}), "cannot keep in one column; give it one type first"),
         (pd.DataFrame(index=pd.RangeIndex(3)), "would come back with no rows"),
         (pd.DataFrame({"c": pd.Categorical([], categories=["x"])}), "drops the categories"),
     ],

@@ -87,19 +87,25 @@ def unconvertible_column(df: Any, error: Exception) -> str:
     """What arrow could not convert, named by column, with the fix (run only on failure)."""
     import pyarrow as pa
 
-    for name in df.columns:
+    slots = [(f"column {name!r}", f"df[{name!r}]", df[name]) for name in df.columns]
+    for level in range(df.index.nlevels):
+        values = df.index.get_level_values(level)
+        slots.append(
+            (f"index level {level}" if df.index.nlevels > 1 else "the index", "df.index", values)
+        )
+    for where, code, values in slots:
         try:
-            pa.array(df[name], from_pandas=True)
+            pa.array(values, from_pandas=True)
         except OverflowError:
             return (
-                f"column {name!r} holds integers beyond 64 bits, which parquet cannot store; "
-                f"store them as text: df[{name!r}] = df[{name!r}].astype(str)"
+                f"{where} holds integers beyond 64 bits, which parquet cannot store; store "
+                f"them as text: {code} = {code}.astype(str)"
             )
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError):
-            kinds = sorted({type(v).__name__ for v in df[name].dropna()})
+            kinds = sorted({type(v).__name__ for v in values})
             return (
-                f"column {name!r} holds values of types {', '.join(kinds)}, which parquet "
-                f"cannot keep in one column; convert it: df[{name!r}] = df[{name!r}].astype(str)"
+                f"{where} holds values of types {', '.join(kinds)}, which parquet cannot keep "
+                f"in one column; give it one type first, e.g. text: {code} = {code}.astype(str)"
             )
     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
     return f"arrow cannot convert it ({reason})"

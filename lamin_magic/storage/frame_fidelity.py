@@ -107,7 +107,10 @@ def plan(df: Any, table: Any) -> Plan:
     for pos, dtype in enumerate(df.dtypes):
         if _plain_dtype(dtype):
             if dtype.kind == "f" and table.column(pos).null_count:
-                _check_nan_bits(f"column {_shown(df.columns[pos])}", df.iloc[:, pos].to_numpy())
+                label = df.columns[pos]
+                _check_nan_bits(
+                    f"column {_shown(label)}", f"df[{label!r}]", df.iloc[:, pos].to_numpy()
+                )
             continue
         label = df.columns[pos]
         fix = _slot(
@@ -290,7 +293,7 @@ def _arrow_type(text: str) -> Any:
     return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text))).field(0).type
 
 
-def _check_nan_bits(where: str, values: Any) -> None:
+def _check_nan_bits(where: str, code: str, values: Any) -> None:
     """parquet keeps a missing value, not its NaN's sign or payload: refuse other NaNs."""
     import numpy as np
 
@@ -308,7 +311,7 @@ def _check_nan_bits(where: str, values: Any) -> None:
     ):
         raise UnsupportedTypeError(
             f"{where} holds a NaN with its sign bit or a payload set, which parquet would give "
-            "back as a plain NaN; replace it first: df[col] = df[col].fillna(np.nan)"
+            f"back as a plain NaN; replace it first: {code} = {code}.fillna(np.nan)"
         )
 
 
@@ -329,11 +332,18 @@ def _categories_fix(where: str, code: str, dtype: Any) -> dict[str, Any]:
                 "of": categories.dtype.str,
                 "ordered": bool(dtype.ordered),
             }
-    convert = "astype(object)" if categories.dtype.kind == "O" else "astype(str)"
+    if code.startswith("df.index"):
+        fix = "store the index as columns first: df = df.reset_index()"
+    elif isinstance(categories.dtype, pd.StringDtype):
+        fix = (
+            "make them numpy text first: "
+            f"{code} = {code}.cat.set_categories({code}.cat.categories.astype(object))"
+        )
+    else:
+        fix = f"make them text first: {code} = {code}.cat.rename_categories(str)"
     raise UnsupportedTypeError(
         f"{where} is categorical with {categories.dtype} categories, which parquet would give "
-        f"back otherwise; make them numpy text or numbers first: {code} = "
-        f"{code}.cat.set_categories({code}.cat.categories.{convert})"
+        f"back otherwise; {fix}"
     )
 
 
@@ -499,6 +509,8 @@ def same_value(a: Any, b: Any) -> bool:
         equal = a == b
     except Exception:
         return False
+    if type(equal).__module__ == "numpy" and getattr(equal, "shape", None) == ():
+        equal = bool(equal)  # numpy scalars compare to a numpy boolean
     return equal is True and repr(a) == repr(b)
 
 
@@ -551,6 +563,12 @@ def _labels(columns: Any, predicted: Any) -> dict[str, Any] | None:
         )
     if same_index(columns, predicted):
         return None
+    if not isinstance(columns, pd.MultiIndex) and not _same_dtype(columns.dtype, predicted.dtype):
+        return_type = str(predicted.dtype)
+        raise UnsupportedTypeError(
+            f"its column labels have dtype {columns.dtype}, which parquet would give back as "
+            f"{return_type}; convert them first: df.columns = df.columns.astype({return_type!r})"
+        )
     for saved, loaded in zip(columns, predicted, strict=False):
         if not same_value(saved, loaded):
             raise UnsupportedTypeError(
@@ -623,6 +641,7 @@ def restore(df: Any, table: Any) -> Any:
         df.attrs = json.loads(metadata[ATTRS_KEY])
     if META_KEY not in metadata:
         return df
+    import numpy as np
     import pandas as pd
 
     _null_values()
@@ -632,7 +651,11 @@ def restore(df: Any, table: Any) -> Any:
         kind, pos = key[0], int(key[1:])
         arrow = table.column(fix["field"] if kind == "i" else pos)
         if kind == "c":
-            df.isetitem(pos, _restored(df.iloc[:, pos], arrow, fix))
+            values = _restored(df.iloc[:, pos], arrow, fix)
+            if isinstance(values, np.ndarray) and values.dtype == object:
+                # a bare object array of datetimes would be turned into datetime64
+                values = pd.Series(values, dtype=object, index=df.index)
+            df.isetitem(pos, values)
         else:
             current = (
                 df.index.get_level_values(pos) if isinstance(df.index, pd.MultiIndex) else df.index

@@ -36,7 +36,7 @@ def fixes(uns: Any, path: list[str] | None = None) -> list[Fix]:
         elif isinstance(value, np.ndarray) and value.dtype.names:  # scanpy's rank_genes_groups
             layout = {"descr": value.dtype.descr, "recarray": isinstance(value, np.recarray)}
             found.append((here, "records", json.dumps(layout)))
-        elif isinstance(value, np.ndarray) and value.dtype.kind in "UO":  # zarr: StringDType
+        elif isinstance(value, np.ndarray) and value.dtype.kind in "UOS":  # zarr: StringDType
             found.append((here, "array", value.dtype.str))
         elif isinstance(value, list):
             found.append((here, "list", ""))
@@ -129,7 +129,7 @@ def difference(a: Any, b: Any, where: str) -> str | None:
                 return found
         return None
     if isinstance(a, np.ndarray):
-        if a.dtype != b.dtype or a.shape != b.shape:
+        if a.dtype != b.dtype or a.shape != b.shape or a.dtype.metadata != b.dtype.metadata:
             return f"{where} ({_kind(a)}) would come back as {_kind(b)}"
         if a.dtype.hasobject:  # object arrays, and records with object fields
             same = all(map(same_value, a.ravel().tolist(), b.ravel().tolist()))
