@@ -57,7 +57,7 @@ class Client:
     def upload_folder(self, local: Path, prefix: str) -> None:
         """Every file under `local` to `prefix/RELATIVE`; by default CONCURRENCY threads."""
         files = local_files(local)
-        self._each(lambda p: self.upload_file(p, f"{prefix}/{p.relative_to(local)}"), files)
+        self._each(lambda p: self.folder_upload(p, f"{prefix}/{p.relative_to(local)}"), files)
 
     def download_folder(self, prefix: str, local: Path) -> None:
         keys = self.list(prefix + "/")
@@ -65,9 +65,16 @@ class Client:
         def one(key: str) -> None:
             target = local / key[len(prefix) + 1 :]
             target.parent.mkdir(parents=True, exist_ok=True)
-            self.download_file(key, target)
+            self.folder_download(key, target)
 
         self._each(one, keys)
+
+    def folder_upload(self, local: Path, key: str) -> None:
+        """One file of a folder (upload_folder's default way)."""
+        self.upload_file(local, key)
+
+    def folder_download(self, key: str, local: Path) -> None:
+        self.download_file(key, local)
 
     @staticmethod
     def _each(job: Callable[[Any], None], items: list[Any]) -> None:
@@ -302,6 +309,13 @@ class Boto3(Client):
 
     def download_file(self, key: str, local: Path) -> None:
         self.client.download_file(self.bucket, key, str(local))
+
+    # many small objects: one request each (a transfer manager per file costs more than the file)
+    def folder_upload(self, local: Path, key: str) -> None:
+        self.put(key, local.read_bytes())
+
+    def folder_download(self, key: str, local: Path) -> None:
+        local.write_bytes(self.get(key))
 
 
 CLIENTS: dict[str, type[Client]] = {c.name: c for c in (PyArrow, Obstore, S3fs, Boto3)}
