@@ -39,6 +39,8 @@ from servers import S3, s3_server  # noqa: E402
 
 ROWS_PER_BYTE = 10_000_000 / 488e6  # make_frame's parquet: 488 MB for 10 M rows
 FULL_BYTES, QUICK_BYTES = 2**30, 20e6
+PANDAS_ROWS = 10_000_000  # the full run's frame for pandas: 1.08 GiB in memory, ~490 MB parquet
+# (the 1 GiB file holds ~32 M rows: reading it into pandas would take ~11 GiB on a shared machine)
 ANNDATA = (100_000, 2_000)  # write_zarr: ~195 files, ~24 MB
 REPEATS = 3
 PANDAS_WAYS = ("local", "s3fs", "pyarrow")  # where df.to_parquet / pd.read_parquet go
@@ -110,13 +112,13 @@ def worker(op: str, way: str, sample: int, work: Path) -> dict[str, Any]:
 def pandas_worker(op: str, way: str, server: S3, work: Path, key: str) -> dict[str, Any]:
     import pandas as pd
 
-    local = work / "data.parquet"
+    local = work / "frame.parquet"
     if way == "local":
         target: str = str(work / f"{key.replace('/', '-')}.parquet")
         kwargs: dict[str, Any] = {}
     else:
         target = f"s3://{server.bucket}/{key}/data.parquet"
-        source = f"s3://{server.bucket}/ref/data.parquet"
+        source = f"s3://{server.bucket}/ref/frame.parquet"
         if way == "s3fs":  # fsspec, as `s3://` URLs go by default
             kwargs = {"storage_options": server.storage_options()}
         else:  # pyarrow's own filesystem
@@ -157,9 +159,9 @@ def run_worker(op: str, way: str, sample: int, work: Path) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def prepare(work: Path, server: S3, quick: bool) -> dict[str, Any]:
-    """The parquet file and the zarr folder, and their reference copies in the bucket."""
-    parquet, zarr = work / "data.parquet", work / "data.zarr"
+def prepare(work: Path, server: S3, quick: bool, parts: list[str]) -> dict[str, Any]:
+    """The parquet file, the zarr folder, pandas' frame; their reference copies in the bucket."""
+    parquet, zarr, frame = work / "data.parquet", work / "data.zarr", work / "frame.parquet"
     wanted = QUICK_BYTES if quick else FULL_BYTES
     rows = int(wanted * ROWS_PER_BYTE)
     for _ in range(2):  # bytes per row grow with the row count (longer strings): aim twice
@@ -168,8 +170,14 @@ def prepare(work: Path, server: S3, quick: bool) -> dict[str, Any]:
             break
         rows = int(rows * wanted / parquet.stat().st_size)
     make_anndata(*ANNDATA).write_zarr(zarr)
+    if quick:
+        shutil.copy(parquet, frame)
+    elif "pandas" in parts:
+        make_frame(PANDAS_ROWS).to_parquet(frame)
     reference: Client = CLIENTS["obstore"](server)
-    reference.upload_file(parquet, "ref/data.parquet")
+    for path in (parquet, frame):
+        if path.exists():
+            reference.upload_file(path, f"ref/{path.name}")
     reference.upload_folder(zarr, "ref/data.zarr")
     info = {
         "server": {
@@ -178,6 +186,7 @@ def prepare(work: Path, server: S3, quick: bool) -> dict[str, Any]:
         "hash": {p.name: tree_hash(p) for p in (parquet, zarr)},
         "rows": rows,
         "parquet_bytes": parquet.stat().st_size,
+        "frame_bytes": frame.stat().st_size if frame.exists() else 0,
         "zarr_bytes": sum(p.stat().st_size for p in local_files(zarr)),
         "zarr_files": len(local_files(zarr)),
     }
@@ -208,7 +217,9 @@ def measure(work: Path, parts: list[str], repeats: int) -> list[dict[str, Any]]:
 
 
 def format_row(row: dict[str, Any], info: dict[str, Any]) -> str:
-    size = info["zarr_bytes"] if "zarr" in row["op"] else info["parquet_bytes"]
+    size = info["zarr_bytes" if "zarr" in row["op"] else "parquet_bytes"]
+    if row["op"].startswith(("df.", "pd.")):
+        size = info["frame_bytes"]
     mib_s = size / 2**20 / row["seconds"]
     setup = f"{row['setup']:.2f} s" if "setup" in row else ""
     samples = ", ".join(f"{s:.2f}" for s in row["all"])
@@ -246,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with s3_server("bench") as server:
             began = time.perf_counter()
-            info = prepare(work, server, args.quick)
+            info = prepare(work, server, args.quick, parts)
             print(f"# S3 clients{' (--quick)' if args.quick else ''}")
             print(
                 f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
@@ -256,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"data: parquet {info['parquet_bytes'] / 2**20:.0f} MiB ({info['rows']:,} rows); "
                 f"zarr {info['zarr_files']} files, {info['zarr_bytes'] / 2**20:.0f} MiB "
-                f"(AnnData {ANNDATA[0]:,} x {ANNDATA[1]:,}); prepared in "
+                f"(AnnData {ANNDATA[0]:,} x {ANNDATA[1]:,}); pandas' frame "
+                f"{info['frame_bytes'] / 2**20:.0f} MiB of parquet; prepared in "
                 f"{time.perf_counter() - began:.0f} s"
             )
             print(
