@@ -96,6 +96,7 @@ def worker(op: str, way: str, sample: int, work: Path) -> dict[str, Any]:
         else:
             client.download_folder("ref/data.zarr", out)
         seconds = time.perf_counter() - began
+    peak = maxrss()  # before the checks below map or read the whole object
     if op.startswith("download"):
         assert tree_hash(out) == info["hash"][source.name], f"{way}: downloaded bytes differ"
     else:
@@ -106,7 +107,7 @@ def worker(op: str, way: str, sample: int, work: Path) -> dict[str, Any]:
             assert len(uploaded) == len(local_files(source)), (len(uploaded), way)
         for k in uploaded:
             client.delete(k)
-    return {"seconds": seconds, "setup": setup, "extra": mem.extra, "maxrss": maxrss()}
+    return {"seconds": seconds, "setup": setup, "extra": mem.extra, "maxrss": peak}
 
 
 def pandas_worker(op: str, way: str, server: S3, work: Path, key: str) -> dict[str, Any]:
