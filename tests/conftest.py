@@ -11,6 +11,9 @@ import lamin_magic as lm
 from lamin_magic import instance, tracking
 from lamin_magic.storage import formats
 
+# throwaway PostgreSQL and S3 servers: fixtures, the `team` marker (tests/servers.py)
+pytest_plugins = ["servers"]
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
