@@ -107,7 +107,9 @@ CASES = [
         "unknown format 'xlsx'; use one of: parquet, h5ad, zarr",
     ),
     Case("bool column names", "save intcols", "column False (bool) would come back as True"),
-    Case("mixed types in a column", "save mixed", "cannot keep in one column; give it one type first"),
+    Case(
+        "mixed types in a column", "save mixed", "cannot keep in one column; give it one type first"
+    ),
     Case(
         "bytes missing on load",
         "load frame",
