@@ -25,6 +25,8 @@ ATTRS_KEY = b"PANDAS_ATTRS"  # where pandas itself keeps df.attrs in a parquet f
 NULL_VALUES: dict[str, Callable[[], Any]] = {}  # filled on first use (needs pandas)
 MAX_SHOWN = 60
 INLINE_SCAN = 100_000  # strings; fewer are checked before writing, more while writing
+SCAN_CHUNK = 65_536  # strings typed at a time while the writer runs (about 2 ms of the GIL)
+EXACT_SCAN = 2_000_000  # strings of a save typed one by one; past it, a spread of them
 
 
 class Plan:
@@ -515,11 +517,22 @@ def same_value(a: Any, b: Any) -> bool:
 
 
 def _scan_strings(slots: list[tuple[str, str, Any]], failure: list[str]) -> None:
+    """Every string is of type `str`, or the first other type found. Typing a string costs
+    about 26 ns, 13 % of writing it to parquet: past EXACT_SCAN strings in one save, evenly
+    spaced ones (and the first and last SCAN_CHUNK of each column) are typed instead."""
+    import numpy as np
     import pandas as pd
 
     allowed = {str, type(None), float, type(pd.NA)}  # missing values were checked before
+    budget = EXACT_SCAN
     for where, code, array in slots:
-        types = set(map(type, array))
+        types: set[type] = set()
+        if len(array) > budget:  # past the budget, evenly spaced strings and both ends
+            step = -(-len(array) // max(budget, SCAN_CHUNK))
+            array = np.concatenate([array[:SCAN_CHUNK], array[::step], array[-SCAN_CHUNK:]])
+        budget = max(0, budget - len(array))
+        for start in range(0, len(array), SCAN_CHUNK):  # lets the writer's callbacks in between
+            types.update(map(type, array[start : start + SCAN_CHUNK]))
         if types <= allowed:
             continue
         odd = next(t for t in types if t not in allowed)
