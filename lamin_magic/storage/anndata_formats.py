@@ -15,7 +15,7 @@ from .formats import register_format
 
 def check_anndata(adata: Any, where: str = "adata") -> None:
     """Refuse what anndata's writers fail on or change, with the fix, before anything is written."""
-    _check_mapping(adata.uns, f"{where}.uns")
+    check_mapping(adata.uns, f"{where}.uns")
     check_frames(adata, where)
     _check_arrays(adata, where)
 
@@ -167,7 +167,7 @@ def restore_slots(adata: Any, record: dict[str, str], prefix: str = "") -> None:
             getattr(adata, path.split("/")[0])[path.split("/", 1)[1]] = value
 
 
-def _check_mapping(mapping: Any, where: str) -> None:
+def check_mapping(mapping: Any, where: str) -> None:
     for key, value in mapping.items():
         if not isinstance(key, str):
             raise UnsupportedTypeError(
@@ -187,7 +187,7 @@ def _check_mapping(mapping: Any, where: str) -> None:
                 f"{inner} = list({inner})"
             )
         if isinstance(value, dict):
-            _check_mapping(value, inner)
+            check_mapping(value, inner)
 
 
 def in_memory(adata: Any) -> Any:

@@ -9,9 +9,9 @@ from typing import Any
 from ..errors import UnsupportedTypeError
 from . import uns_fidelity as uns
 from .anndata_formats import (
-    _check_mapping,
     check_anndata,
     check_frames,
+    check_mapping,
     restore_slots,
     slot_record,
 )
@@ -28,7 +28,7 @@ def check_mudata(mdata: Any) -> None:
                 "rename it: mdata.mod[new] = mdata.mod.pop(old)"
             )
         check_anndata(adata, f"mdata.mod[{name!r}]")
-    _check_mapping(mdata.uns, "mdata.uns")
+    check_mapping(mdata.uns, "mdata.uns")
     check_frames(mdata, "mdata")
 
 
