@@ -8,6 +8,8 @@ objects of different types never share stored bytes, and the file tells its type
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +21,17 @@ KNOWN = ("pandas:DataFrame", "polars:DataFrame", "pyarrow:Table")  # pandas: in 
 
 def recorded_type(path: Any) -> str | None:
     """The type a parquet file's metadata names; None where it names none or is unreadable
-    (the default loader then reports what is wrong with it)."""
+    (the default loader then reports what is wrong with it). Read once per file: each format
+    sharing the suffix asks, and a stored file never changes under its name."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return _recorded_type(str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _recorded_type(path: str, inode: int, size: int, mtime_ns: int) -> str | None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
