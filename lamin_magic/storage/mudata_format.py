@@ -71,8 +71,11 @@ def write_h5mu(mdata: Any, path: Any) -> None:
     slots: dict[str, str] = {}
     for name, adata in mdata.mod.items():
         slots.update(slot_record(adata, prefix=f"mod/{name}/"))
+    places = uns_places(mdata)
+    if uns.nothing_to_check(places, slots):
+        return
     with h5py.File(path, "r+") as f:
-        uns.check_written(f, uns_places(mdata), slots)
+        uns.check_written(f, places, slots)
 
 
 def load_h5mu(path: Any) -> Any:

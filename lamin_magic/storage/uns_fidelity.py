@@ -73,6 +73,11 @@ def _tuples(value: Any) -> Any:
 SLOTS = "#slots"  # in the record, beside the uns paths: arrays to give back as they were
 
 
+def nothing_to_check(places: list[tuple[str, Any, str]], slots: dict[str, str]) -> bool:
+    """Every uns empty and no array to record: the written file need not be opened again."""
+    return not slots and not any(saved for _, saved, _ in places)
+
+
 def check_written(
     group: Any, places: list[tuple[str, Any, str]], slots: dict[str, str] | None = None
 ) -> None:
