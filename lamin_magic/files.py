@@ -385,11 +385,13 @@ def existing_path(file: reg.File) -> Path:
     return path
 
 
-def verify_file(file: reg.File) -> None:
-    """Raise IntegrityError unless the stored bytes have the recorded size and hash."""
+def verify_file(file: reg.File, path: Path | None = None) -> None:
+    """Raise IntegrityError unless the stored bytes (at `path`, when the caller has found
+    them already) have the recorded size and hash."""
     from .storage.hashing import hash_path, mismatch
 
-    differs = mismatch((file.size, file.hash, file.hash_type), hash_path(existing_path(file)))
+    found = hash_path(path or existing_path(file))
+    differs = mismatch((file.size, file.hash, file.hash_type), found)
     if differs:
         raise IntegrityError(
             f"the bytes of {label(file)} do not match their record ({differs}): the bytes or "
@@ -397,7 +399,9 @@ def verify_file(file: reg.File) -> None:
         )
 
 
-def read_stored(file: reg.File, fmt: Any, read: Any, verify: bool, verb: str) -> Any:
+def read_stored(
+    file: reg.File, fmt: Any, read: Any, verify: bool, verb: str, path: Path | None = None
+) -> Any:
     """`read(path)` of the file's stored bytes, then the file is an input of the current run.
 
     `verify` re-hashes the bytes first; a library failing to read them is one line (and,
@@ -405,9 +409,9 @@ def read_stored(file: reg.File, fmt: Any, read: Any, verify: bool, verb: str) ->
     from .storage.hashing import folder_files
     from .storage.objects import library_reason
 
-    path = existing_path(file)
+    path = path or existing_path(file)
     if verify:
-        verify_file(file)
+        verify_file(file, path)
     elif path.is_dir():
         folder_files(path)  # refuses links out of the folder
     try:
@@ -416,7 +420,7 @@ def read_stored(file: reg.File, fmt: Any, read: Any, verify: bool, verb: str) ->
         raise
     except Exception as e:  # the library could not read it: damaged bytes, or a missing library
         if not verify:
-            verify_file(file)
+            verify_file(file, path)
         raise IntegrityError(
             f"cannot {verb} {label(file)} ({fmt.name}): {library_reason(e)}"
         ) from e
@@ -437,7 +441,7 @@ def load_file(file: reg.File, verify: bool = True, allow_pickle: bool = False) -
         return file._object
     path = existing_path(file)
     fmt = format_for_suffix(file.suffix, allow_pickle, path)
-    return read_stored(file, fmt, fmt.load, verify, "load")
+    return read_stored(file, fmt, fmt.load, verify, "load", path)
 
 
 def load(spec: str, verify: bool = True, allow_pickle: bool = False) -> Any:
@@ -452,14 +456,14 @@ def open_file(file: reg.File, engine: str | None = None, verify: bool = True) ->
     (they are read later, so it vouches for them as they are now)."""
     from .storage.formats import format_for_suffix
 
-    existing_path(file)
+    path = existing_path(file)
     fmt = format_for_suffix(file.suffix, allow_pickle=True)  # found, not yet used
     if fmt.open is None:
         how = command("load", label(file))
         raise UnsupportedTypeError(f"{label(file)} ({fmt.name}) has no lazy reader; load it: {how}")
     if fmt.needs_pickle:
         format_for_suffix(file.suffix)  # refused where the local user does not allow pickle
-    return read_stored(file, fmt, fmt.open(engine), verify, "open")
+    return read_stored(file, fmt, fmt.open(engine), verify, "open", path)
 
 
 # named after the builtin on purpose, as lm.open; nothing in this module uses the builtin
