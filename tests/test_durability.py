@@ -82,3 +82,23 @@ def test_write_back_starts_while_a_writer_still_runs(tmp_path):
             time.sleep(5 * writeback.POLL_SECONDS)
         seen_while_writing = dict(watch._started)
     assert seen_while_writing == {str(folder / f"chunk{i}"): 1 << 20 for i in range(3)}
+
+
+def test_a_folder_is_flushed_once_and_hashes_the_same(tmp_path, monkeypatch):
+    """A zarr-like folder: one flush of its file system (where the OS has syncfs) in place
+    of an fsync per file; the hash does not depend on how it was flushed."""
+    from lamin_magic.storage import hashing, writeback
+
+    folder = tmp_path / "store.zarr"
+    (folder / "x").mkdir(parents=True)
+    for i in range(20):
+        (folder / "x" / str(i)).write_bytes(os.urandom(4096))
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    flushed = hashing.hash_folder(folder, fsync=True)
+    assert flushed == hashing.hash_folder(folder, fsync=False)
+    if writeback.can_flush_file_system():
+        assert calls == []  # one syncfs, no fsync per file
+    else:
+        assert len(calls) == 20

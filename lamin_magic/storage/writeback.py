@@ -5,7 +5,8 @@ all at the end makes the save wait for the whole object to reach the disk after 
 done; starting the write-back as the object grows (Linux's `sync_file_range`, which returns at
 once) leaves the final fsync little to wait for: an 87 MB h5ad here went from 0.15 s (write,
 then fsync) to 0.13 s. Elsewhere, or if the call is missing, nothing is started early and the
-final fsync does all the work, as before.
+final fsync does all the work, as before. A folder (zarr) is flushed with one `syncfs` of its
+file system instead of an fsync per file: 331 against 396 ms for a store of 195 files.
 """
 
 from __future__ import annotations
@@ -20,23 +21,27 @@ POLL_SECONDS = 0.02  # how often a watched path is looked at while its writer ru
 EVERY_BYTES = 8 * 1024 * 1024  # a streamed writer starts write-back after this much
 
 
-_found: list[Any] = []  # [the C function, or None where there is none], on first use
+_calls: dict[str, Any] = {}  # libc functions by name (None where there is none), on first use
 
 
-def _sync_file_range() -> Any:
-    if not _found:
+def _libc(name: str, *argtypes: Any) -> Any:
+    if name not in _calls:
         call = None
         if hasattr(os, "posix_fadvise"):  # Linux and some BSDs: look for the call in libc
             import ctypes
 
             try:
-                call = ctypes.CDLL(None, use_errno=True).sync_file_range
-                call.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+                call = getattr(ctypes.CDLL(None, use_errno=True), name)
+                call.argtypes = [getattr(ctypes, t) for t in argtypes]
                 call.restype = ctypes.c_int
             except (OSError, AttributeError):
                 call = None
-        _found.append(call)
-    return _found[0]
+        _calls[name] = call
+    return _calls[name]
+
+
+def _sync_file_range() -> Any:
+    return _libc("sync_file_range", "c_int", "c_longlong", "c_longlong", "c_uint")
 
 
 def start(fd: int, offset: int, length: int) -> None:
@@ -44,6 +49,25 @@ def start(fd: int, offset: int, length: int) -> None:
     call = _sync_file_range()
     if call is not None and length > 0:
         call(fd, offset, length, SYNC_FILE_RANGE_WRITE)
+
+
+def can_flush_file_system() -> bool:
+    return _libc("syncfs", "c_int") is not None
+
+
+def flush_file_system(path: Path) -> None:
+    """Flush all the OS holds for the file system of `path` to the disk in one call (Linux's
+    syncfs): for a folder of many files, in place of a flush per file. It also waits for
+    what others wrote to that file system."""
+    import ctypes
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _libc("syncfs", "c_int")(fd) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"{os.strerror(error)}: flushing {path} to the disk")
+    finally:
+        os.close(fd)
 
 
 class Watch:
