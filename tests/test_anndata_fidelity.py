@@ -209,6 +209,12 @@ SLOTS_KEPT = {  # came back as other kinds of array before
     "csr_array X": lambda: small(X=sp.csr_array(np.ones((3, 2), np.float32))),
     "csc_array layer": lambda: small(layers={"l": sp.csc_array(np.ones((3, 2)))}),
     "Fortran-ordered X": lambda: small(X=np.asfortranarray(np.arange(6.0).reshape(3, 2))),
+    "Fortran-ordered arrays in uns": lambda: small(
+        uns={
+            "f": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+            "t": np.array([["a", "b"]] * 2).T,
+        }
+    ),
 }
 SLOTS_REFUSED = {  # were changed without a word, or failed with a library's message
     "text in an obsm DataFrame": (

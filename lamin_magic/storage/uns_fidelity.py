@@ -40,7 +40,13 @@ def fixes(uns: Any, path: list[str] | None = None) -> list[Fix]:
             found.append((here, "array", value.dtype.str))
         elif isinstance(value, list):
             found.append((here, "list", ""))
+        if isinstance(value, np.ndarray) and value.ndim > 1 and _fortran(value):
+            found.append((here, "fortran", ""))  # anndata writes every array in C order
     return found
+
+
+def _fortran(array: Any) -> bool:
+    return bool(array.flags.f_contiguous and not array.flags.c_contiguous)
 
 
 def restore(uns: Any, record: list[Fix]) -> None:
@@ -58,6 +64,8 @@ def restore(uns: Any, record: list[Fix]) -> None:
             parent[path[-1]] = np.asarray(value).astype(argument)
         elif kind == "list":
             parent[path[-1]] = np.asarray(value).tolist()
+        elif kind == "fortran":
+            parent[path[-1]] = np.asfortranarray(value)
         elif kind == "records":
             layout = json.loads(argument)
             dtype = np.dtype([tuple(_tuples(field)) for field in layout["descr"]])
@@ -134,7 +142,12 @@ def difference(a: Any, b: Any, where: str) -> str | None:
                 return found
         return None
     if isinstance(a, np.ndarray):
-        if a.dtype != b.dtype or a.shape != b.shape or a.dtype.metadata != b.dtype.metadata:
+        if (
+            a.dtype != b.dtype
+            or a.shape != b.shape
+            or a.dtype.metadata != b.dtype.metadata
+            or (a.ndim > 1 and _fortran(a) != _fortran(b))
+        ):
             return f"{where} ({_kind(a)}) would come back as {_kind(b)}"
         if a.dtype.hasobject:  # object arrays, and records with object fields
             same = all(map(same_value, a.ravel().tolist(), b.ravel().tolist()))
