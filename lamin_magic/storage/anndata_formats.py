@@ -100,7 +100,8 @@ def _check_arrays(adata: Any, where: str) -> None:
             )
     raw = adata.raw
     if raw is not None and (
-        isinstance(raw.X, sp.sparray) or (isinstance(raw.X, np.ndarray) and _fortran(raw.X))
+        isinstance(raw.X, sp.sparray)
+        or (isinstance(raw.X, np.ndarray) and uns.fortran_ordered(raw.X))
     ):
         raise UnsupportedTypeError(
             f"{where}.raw.X is a {type(raw.X).__name__} (or Fortran-ordered), which anndata "
@@ -125,10 +126,6 @@ def array_slots(adata: Any) -> list[tuple[str, Any]]:
     return found
 
 
-def _fortran(array: Any) -> bool:
-    return array.ndim > 1 and array.flags.f_contiguous and not array.flags.c_contiguous
-
-
 def slot_record(adata: Any, prefix: str = "") -> dict[str, str]:
     """What anndata gives back as another kind of array: scipy sparse arrays come back as
     sparse matrices, Fortran-ordered arrays as C-ordered ones. Recorded, undone on load."""
@@ -139,7 +136,7 @@ def slot_record(adata: Any, prefix: str = "") -> dict[str, str]:
     for path, value in array_slots(adata):
         if isinstance(value, sp.sparray):
             record[prefix + path] = type(value).__name__
-        elif isinstance(value, np.ndarray) and _fortran(value):
+        elif isinstance(value, np.ndarray) and uns.fortran_ordered(value):
             record[prefix + path] = "fortran"
     return record
 

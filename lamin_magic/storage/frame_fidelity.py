@@ -79,6 +79,8 @@ def readable(table: Any) -> Any:
     on the file); `restore` gives them back from their arrow data."""
     import pandas as pd
 
+    if b"[pyarrow]" not in table.schema.metadata[b"pandas"]:  # no ArrowDtype: nothing to do
+        return table
     meta = json.loads(table.schema.metadata[b"pandas"])
     changed = False
     for column in meta["columns"]:

@@ -40,13 +40,14 @@ def fixes(uns: Any, path: list[str] | None = None) -> list[Fix]:
             found.append((here, "array", value.dtype.str))
         elif isinstance(value, list):
             found.append((here, "list", ""))
-        if isinstance(value, np.ndarray) and value.ndim > 1 and _fortran(value):
+        if isinstance(value, np.ndarray) and fortran_ordered(value):
             found.append((here, "fortran", ""))  # anndata writes every array in C order
     return found
 
 
-def _fortran(array: Any) -> bool:
-    return bool(array.flags.f_contiguous and not array.flags.c_contiguous)
+def fortran_ordered(array: Any) -> bool:
+    """Laid out column by column (anndata writes and reads every array row by row)."""
+    return bool(array.ndim > 1 and array.flags.f_contiguous and not array.flags.c_contiguous)
 
 
 def restore(uns: Any, record: list[Fix]) -> None:
@@ -146,7 +147,7 @@ def difference(a: Any, b: Any, where: str) -> str | None:
             a.dtype != b.dtype
             or a.shape != b.shape
             or a.dtype.metadata != b.dtype.metadata
-            or (a.ndim > 1 and _fortran(a) != _fortran(b))
+            or fortran_ordered(a) != fortran_ordered(b)
         ):
             return f"{where} ({_kind(a)}) would come back as {_kind(b)}"
         if a.dtype.hasobject:  # object arrays, and records with object fields
