@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = Parser(
         prog="lamin-magic",
-        description="Inspect and manage a lamin_magic instance (a folder with a SQLite registry).",
+        description="Inspect and manage a lamin_magic instance: a folder with a SQLite "
+        "registry, or a team instance whose registry is a PostgreSQL database.",
     )
     parser.add_argument("--version", action="version", version=f"lamin-magic {__version__}")
     parser.add_argument(
@@ -42,9 +43,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="the instance folder (default: LAMIN_MAGIC_ROOT, the nearest instance "
         "in this folder or its parents, else the per-user default)",
     )
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        help="a team instance's registry, postgresql://USER@HOST:PORT/DATABASE (default: "
+        "LAMIN_MAGIC_DB); the password comes from PGPASSWORD or ~/.pgpass",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("init", help="create (or open) the instance at PATH")
-    p.add_argument("path", help="the instance folder")
+    p = sub.add_parser(
+        "init",
+        help="create (or open) the instance at PATH; with --db URL, a team instance whose "
+        "registry is that PostgreSQL database and whose objects go to PATH",
+    )
+    p.add_argument("path", nargs="?", help="the instance folder")
+    p.add_argument(
+        "--db",
+        metavar="URL",
+        default=argparse.SUPPRESS,  # else it would hide a --db given before `init`
+        help="create (or join) a team instance: its registry in this PostgreSQL database",
+    )
     pickle = p.add_mutually_exclusive_group()
     pickle.add_argument(
         "--allow-pickle",
@@ -136,12 +153,21 @@ def run(args: argparse.Namespace) -> int:
     from . import instance, views
 
     if args.command == "init":
-        found = instance.init(args.path, allow_pickle=args.allow_pickle)
+        if args.path is None and args.db is None:
+            raise InvalidArgumentError("init needs a PATH, or --db URL to join a team instance")
+        if args.root is not None:
+            raise InvalidArgumentError("give init the folder as PATH, not --root")
+        found = instance.init(args.path, db=args.db, allow_pickle=args.allow_pickle)
         pickled = "allowed" if instance.pickle_allowed() else "off"
-        print(printable(f"instance {found.name} at {found.root} (pickle {pickled})"))
+        where = f" (registry {found.registry_shown})" if found.team else ""
+        print(printable(f"instance {found.name} at {found.root}{where} (pickle {pickled})"))
         return 0
     # every other command works on an existing instance: a mistyped path creates nothing
-    if args.root is not None:
+    if args.db is not None:
+        if args.root is not None:
+            raise InvalidArgumentError("give --db or --root, not both")
+        instance.init(db=args.db, create=False, how="from --db")
+    elif args.root is not None:
         instance.init(args.root, create=False, how="from --root")
     else:
         instance.current(create=False)

@@ -159,8 +159,13 @@ def summary(run: Any) -> str:
     else:
         what = f"{t.type} {t.name!r}"
     user = instance.current_user_handle()
+    where = printable(str(current.root))
+    if current.team:
+        where = f"team instance {where}, registry {current.registry_shown}"
+    else:
+        where = f"instance {where}"
     return (
-        f"lamin_magic: instance {printable(str(current.root))} ({current.how}), "
+        f"lamin_magic: {where} ({current.how}), "
         f"user {printable(user)}\nlamin_magic: tracking {printable(what)}, run {run.id}"
     )
 

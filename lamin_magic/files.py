@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peewee import fn
+import peewee as pw
 
 from . import durability, tracking
 from . import instance as inst
@@ -107,7 +107,8 @@ def stored_path(file: reg.File) -> Path:
 def versions_of(name: str) -> Any:
     """Every record of `name` with a number for a version (a row edited by hand may not),
     in the trash or not."""
-    return reg.File.select().where(reg.File.name == name, fn.typeof(reg.File.version) == "integer")
+    integral = pw.SQL(reg.db.integer('"version"'))
+    return reg.File.select().where(reg.File.name == name, integral)
 
 
 def live(query: Any) -> Any:
@@ -118,32 +119,39 @@ def live(query: Any) -> Any:
 # The queries of every save, written out: building them with peewee cost more than running
 # them (about 0.25 ms each), and a small save makes five.
 LATEST = (
-    "SELECT * FROM file WHERE name = ? AND typeof(version) = 'integer'"
+    "SELECT * FROM file WHERE name = ? AND {integral}"
     " AND trashed_at IS NULL ORDER BY version DESC LIMIT 1"
 )
 ONE_VERSION = "SELECT * FROM file WHERE name = ? AND version = ?"
-TOP_VERSION = "SELECT MAX(version) FROM file WHERE name = ? AND typeof(version) = 'integer'"
+TOP_VERSION = "SELECT MAX(version) FROM file WHERE name = ? AND {integral}"
 TWINS = (
     "SELECT * FROM file WHERE hash = ? AND hash_type = ? AND size = ? AND suffix = ?"
     " AND purged_at IS NULL"
 )
 
 
+def in_engine(text: str) -> str:
+    """One of the queries above in the bound engine's words."""
+    return reg.sql(text.replace("{integral}", reg.db.integer("version")))
+
+
 def _latest(name: str) -> reg.File | None:
     """The latest version of `name` not in the trash."""
-    found = list(reg.File.raw(LATEST, name))
+    found = list(reg.File.raw(in_engine(LATEST), name))
     return found[0] if found else None
 
 
 def _next_version(name: str) -> int:
     """One past every version `name` ever had: trashed and collected ones keep their numbers."""
-    top = reg.db.execute_sql(TOP_VERSION, (name,)).fetchone()[0]
+    top = reg.db.execute_sql(in_engine(TOP_VERSION), (name,)).fetchone()[0]
     return int(top) + 1 if top is not None else 1
 
 
 def _twins(written: Any, suffix: str) -> list[reg.File]:
     """Records of other names whose bytes, by their record, equal what was just written."""
-    return list(reg.File.raw(TWINS, written.hash, written.hash_type, written.size, suffix))
+    return list(
+        reg.File.raw(in_engine(TWINS), written.hash, written.hash_type, written.size, suffix)
+    )
 
 
 class StoredBytes:
@@ -327,7 +335,7 @@ def get_file(name: str, version: int | None = None, include_trash: bool = False)
     inst.current()
     query = versions_of(name)
     if version is not None:
-        found = next(iter(reg.File.raw(ONE_VERSION, name, version)), None)
+        found = next(iter(reg.File.raw(in_engine(ONE_VERSION), name, version)), None)
     else:
         found = _latest(name)
         if found is None and include_trash:
@@ -369,7 +377,9 @@ def record_input(file: reg.File) -> None:
     if run.id != file.run_id:  # provenance, not data: kept if the process dies, not a power cut
         with reg.transaction(to_disk=False):
             reg.db.execute_sql(
-                "INSERT OR IGNORE INTO run_input (run_id, file_id) VALUES (?, ?)",
+                reg.sql(
+                    "INSERT INTO run_input (run_id, file_id) VALUES (?, ?) ON CONFLICT DO NOTHING"
+                ),
                 (run.id, file.id),
             )
 

@@ -175,7 +175,10 @@ def _add_run(graph: Lineage, run_id: str) -> bool:
     if run_id in graph.nodes:
         return False
     row = reg.db.execute_sql(
-        "SELECT t.name, t.type FROM run r JOIN transform t ON t.id = r.transform_id WHERE r.id = ?",
+        reg.sql(
+            "SELECT t.name, t.type FROM run r JOIN transform t ON t.id = r.transform_id"
+            " WHERE r.id = ?"
+        ),
         (run_id,),
     ).fetchone()
     what = f"{row[0]} ({row[1]})" if row else "unknown"

@@ -1,9 +1,14 @@
 """Which instance: resolution order, `init`, the storage record, the current user, and the
 local user's trust.
 
-First hit wins: `init(PATH)`; env `LAMIN_MAGIC_ROOT`; the `LaminMagics.root` traitlet
-(passed in through `configure_root`); the nearest instance in the working directory or its
-parents; else a default per-user instance, created on first use.
+First hit wins: `init(PATH)` or `init(db=URL)`; env `LAMIN_MAGIC_DB` (a team instance: its
+registry on PostgreSQL); env `LAMIN_MAGIC_ROOT`; the `LaminMagics.root` traitlet (passed in
+through `configure_root`); the nearest instance in the working directory or its parents; else
+a default per-user instance, created on first use.
+
+A local instance is a folder holding its SQLite registry. A team instance is a PostgreSQL
+database whose `storage` table names the folder (or bucket) holding its objects: whoever
+knows the database's URL joins it.
 
 Trust comes from the local user, never from the registry (which travels with the instance):
 the instances whose pickles this user lets lamin_magic load are listed in a per-user file.
@@ -14,24 +19,45 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import registry as reg
-from .errors import InstanceError, command
+from .databases import is_database_url, shown_url
+from .errors import InstanceError, command, printable
 from .ids import new_id
 from .storage.keys import TEMP_DIR_NAME, is_stored_name
 
 REGISTRY_SUFFIX = ".lndb"
+# in a team instance's folder: its registry is elsewhere (a database), so no instance is
+# made inside it and a local init there is refused
+TEAM_MARKER = ".lamin-team"
 
 
 @dataclass
 class Instance:
     root: Path
-    registry_path: Path
+    # the SQLite file's path, or the PostgreSQL URL (which may hold a password: never shown;
+    # `registry_shown` is what messages print)
+    registry: str
     storage_id: str
     how: str  # why this instance was chosen, for the message printed on load
     _user_id: str | None = None
+
+    @property
+    def team(self) -> bool:
+        """A registry on a database server, shared by people on several machines."""
+        return is_database_url(self.registry)
+
+    @property
+    def registry_shown(self) -> str:
+        return shown_url(self.registry) if self.team else self.registry
+
+    @property
+    def registry_path(self) -> Path | None:
+        """The SQLite file of a local instance; None for a team instance."""
+        return None if self.team else Path(self.registry)
 
     @property
     def user_id(self) -> str:
@@ -48,7 +74,9 @@ class Instance:
 
     @property
     def name(self) -> str:
-        return self.registry_path.stem
+        if self.team:
+            return urllib.parse.urlsplit(self.registry).path.strip("/") or "postgres"
+        return Path(self.registry).stem
 
     @property
     def temp_dir(self) -> Path:
@@ -58,10 +86,21 @@ class Instance:
     def identity(self) -> str:
         """This instance, as the local user's trust list names it: its real folder and the
         storage id of its registry (another registry put in the same folder is not trusted)."""
+        if self.team:
+            return f"{self.registry_shown}#{self.storage_id}"
         return f"{os.path.realpath(self.root)}#{self.storage_id}"
 
 
-_explicit_root: Path | None = None
+@dataclass(frozen=True)
+class Choice:
+    """An instance named by init, the environment or a setting, and why."""
+
+    root: Path | None  # None: a team instance's root is read from its registry
+    db: str | None  # a PostgreSQL URL: a team instance
+    how: str
+
+
+_explicit: Choice | None = None
 _configured_root: Path | None = None
 _current: Instance | None = None
 
@@ -95,27 +134,47 @@ def nearest_instance(start: Path) -> Path | None:
     return None
 
 
-def _chosen_root() -> tuple[Path, str] | None:
-    """The root named by init, LAMIN_MAGIC_ROOT or the traitlet, if any names one."""
-    if _explicit_root is not None:
-        return _explicit_root, "chosen with init"
+def _chosen() -> Choice | None:
+    """The instance named by init, LAMIN_MAGIC_DB, LAMIN_MAGIC_ROOT or the traitlet."""
+    if _explicit is not None:
+        return _explicit
+    url = os.environ.get("LAMIN_MAGIC_DB")
+    if url:
+        return Choice(None, check_url(url, "LAMIN_MAGIC_DB"), "from LAMIN_MAGIC_DB")
     env = os.environ.get("LAMIN_MAGIC_ROOT")
     if env:
-        return Path(env).expanduser(), "from LAMIN_MAGIC_ROOT"
+        return Choice(Path(env).expanduser(), None, "from LAMIN_MAGIC_ROOT")
     if _configured_root is not None:
-        return _configured_root, "from LaminMagics.root"
+        return Choice(_configured_root, None, "from LaminMagics.root")
     return None
 
 
-def resolve_root() -> tuple[Path, str]:
-    """The instance folder to use and why, without opening it."""
-    chosen = _chosen_root()
+def resolve() -> Choice:
+    """The instance to use and why, without opening it."""
+    chosen = _chosen()
     if chosen is not None:
         return chosen
     near = nearest_instance(Path.cwd())
     if near is not None:
-        return near, "found in the working directory or a parent"
-    return default_root(), "the default per-user instance"
+        return Choice(near, None, "found in the working directory or a parent")
+    return Choice(default_root(), None, "the default per-user instance")
+
+
+def resolve_root() -> tuple[Path, str]:
+    """The instance folder to use and why (a team instance's, once it is open)."""
+    chosen = resolve()
+    if chosen.root is None:
+        return current().root, chosen.how
+    return chosen.root, chosen.how
+
+
+def check_url(url: object, where: str) -> str:
+    """A PostgreSQL URL, or a one-line error showing the form."""
+    if not is_database_url(url):
+        raise InstanceError(
+            f"{where} is not a PostgreSQL URL; write postgresql://USER@HOST:PORT/DATABASE"
+        )
+    return str(url)
 
 
 def configure_root(root: str | os.PathLike[str] | None) -> None:
@@ -134,11 +193,16 @@ def current_user_handle() -> str:
         return "unknown"
 
 
+def is_team_folder(folder: Path) -> bool:
+    """Whether `folder` holds a team instance's objects (its registry is elsewhere)."""
+    return (folder / TEAM_MARKER).is_file()
+
+
 def refuse_inside_objects(root: Path) -> None:
     """An instance never lives inside another's stored object or temporary folder: its
     registry would change those bytes, and the other's repair could remove it."""
     for parent in root.parents:
-        if find_registry(parent) is None:
+        if find_registry(parent) is None and not is_team_folder(parent):
             continue
         first = root.relative_to(parent).parts[0]
         if first == TEMP_DIR_NAME or is_stored_name(first):
@@ -166,6 +230,11 @@ def open_instance(root: Path, how: str, create: bool = True) -> Instance:
         raise InstanceError(f"{root} is a file, not a folder; give init a folder path")
     refuse_inside_objects(root)
     registry_path = find_registry(root) if root.is_dir() else None
+    if registry_path is None and is_team_folder(root):
+        raise InstanceError(
+            f"{root} holds a team instance's objects; its registry is a database: join it "
+            "with lm.init(db=URL), %lamin init db=URL or lamin-magic --db URL"
+        )
     if registry_path is None and not create:
         raise InstanceError(f"no instance at {root} ({how}); create one: {command('init')}")
     try:
@@ -180,48 +249,131 @@ def open_instance(root: Path, how: str, create: bool = True) -> Instance:
     registry_path = registry_path or root / f"{root.name or 'lamin'}{REGISTRY_SUFFIX}"
     refuse_links(registry_path)
     reg.open_registry(registry_path)
+    storage = _storage(root)
+    return _opened(root, str(registry_path), str(storage.id), how)
+
+
+def _opened(root: Path, registry: str, storage_id: str, how: str) -> Instance:
     user = reg.User.get_or_none(reg.User.handle == current_user_handle())
-    return Instance(root, registry_path, _storage_id(root), how, user.id if user else None)
+    return Instance(root, registry, storage_id, how, user.id if user else None)
 
 
-def _storage_id(root: Path) -> str:
+def _first_storage() -> reg.Storage | None:
+    return reg.Storage.select().order_by(reg.Storage.created_at).first()
+
+
+def _storage(root: Path) -> reg.Storage:
     """The instance's storage record, created with the instance (under the write lock, so
     opening an instance in use never waits on a writer)."""
-
-    def first() -> reg.Storage | None:
-        return reg.Storage.select().order_by(reg.Storage.created_at).first()
-
-    storage = first()
+    storage = _first_storage()
     if storage is None:
         with reg.db.atomic():
-            storage = first() or reg.Storage.create(
+            storage = _first_storage() or reg.Storage.create(
                 id=new_id("storage"), root=str(root), type="local"
             )
-    return str(storage.id)
+    return storage
+
+
+def open_team(url: str, root: Path | None, how: str, create: bool = True) -> Instance:
+    """Bind the registry at `url` (PostgreSQL). With `root` and `create`, an instance is
+    created there if the database holds none; without `root`, the instance's storage is read
+    from its registry (joining)."""
+    if root is not None:
+        root = root.expanduser().absolute()
+        if root.is_dir() and find_registry(root) is not None:
+            raise InstanceError(
+                f"{root} holds a local instance's registry; a team instance needs a folder "
+                "of its own"
+            )
+    reg.open_registry(url, create=create and root is not None)
+    try:
+        storage = _first_storage()
+        if storage is None and (root is None or not create):
+            raise InstanceError(
+                f"the registry {shown_url(url)} holds no instance yet; create one: "
+                f"lamin-magic init PATH --db {shown_url(url)}"
+            )
+        if storage is not None and root is not None and Path(str(storage.root)) != root:
+            raise InstanceError(
+                f"the registry {shown_url(url)} is the instance stored at "
+                f"{printable(str(storage.root))}, not {root}; join it without a path: "
+                f"lm.init(db=URL) or lamin-magic --db URL"
+            )
+        if storage is None:
+            assert root is not None
+            _team_folder(root, create=True)
+            storage = _storage(root)
+        found = Path(str(storage.root))
+        _team_folder(found, create=False)
+    except BaseException:
+        reg.close_registry()
+        raise
+    return _opened(found, url, str(storage.id), how)
+
+
+def _team_folder(root: Path, create: bool) -> None:
+    """A team instance's folder: created with the instance; when joining, it must be there
+    (a shared folder is mounted at the same path on every machine) and writable."""
+    if create:
+        refuse_inside_objects(root)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            (root / TEAM_MARKER).touch()
+        except OSError as e:
+            raise InstanceError(f"cannot create the storage folder {root}: {e.strerror}") from e
+    if not root.is_dir():
+        raise InstanceError(
+            f"the instance's storage folder {printable(str(root))} is not on this machine; "
+            "mount the shared folder at that path"
+        )
+    refuse_inside_objects(root)
+    if not os.access(root, os.W_OK):
+        raise InstanceError(
+            f"the storage folder {root} is read-only for you; get write access to it"
+        )
 
 
 def init(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     *,
+    db: str | None = None,
     allow_pickle: bool | None = None,
     create: bool = True,
     how: str = "chosen with init",
 ) -> Instance:
     """Use (or create) the instance at `path` for the rest of this process.
 
+    With `db` (a PostgreSQL URL: `postgresql://USER@HOST:PORT/DATABASE`), a team instance:
+    `init(PATH, db=URL)` creates it (its registry in that database, its objects in PATH, a
+    folder every member reaches at that path); `init(db=URL)` joins it. The password comes
+    from the URL, PGPASSWORD or ~/.pgpass, and is never stored.
+
     `allow_pickle=True` records, for you (the local user, not in the instance), that you trust
     this instance's writers: objects no other format stores are then pickled, and its pickles
     load. Unpickling runs code chosen by whoever wrote the file. `allow_pickle=False` takes the
     trust back; None leaves it as it is. `create=False` opens only an existing instance.
     """
-    global _explicit_root, _current
-    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
-        raise InstanceError("init needs a folder path, e.g. lm.init('./mydata')")
-    instance = open_instance(Path(path), how, create=create)
-    _explicit_root, _current = instance.root, instance
+    global _explicit, _current
+    if db is not None:
+        url = check_url(db, "db=")
+        root = None if path is None else Path(_path_text(path))
+        instance = open_team(url, root, how, create=create)
+        _explicit, _current = Choice(None, url, how), instance
+    else:
+        instance = open_instance(Path(_path_text(path)), how, create=create)
+        _explicit, _current = Choice(instance.root, None, how), instance
     if allow_pickle is not None:
         set_pickle_trust(instance, allow_pickle)
     return instance
+
+
+def _path_text(path: object) -> str:
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise InstanceError(
+            "init needs a folder path, e.g. lm.init('./mydata'), or a team's database: "
+            "lm.init(db='postgresql://USER@HOST/DB')"
+        )
+    return str(path)
 
 
 def trust_file() -> Path:
@@ -261,27 +413,39 @@ def current(create: bool = True) -> Instance:
     refuses to create one where none is.
     """
     global _current
-    chosen = _chosen_root()
+    chosen = _chosen()
     if chosen is None:
-        if _current is not None and reg.db.database == str(_current.registry_path):
+        if _current is not None and _bound(_current):
             return _current
-        chosen = resolve_root()
-    root, how = chosen
-    if (
-        _current is None
-        or _current.root != root.expanduser().absolute()
-        or reg.db.database != str(_current.registry_path)  # a failed init unbound it
-    ):
+        chosen = resolve()
+    if _current is None or not _bound(_current) or not _is(_current, chosen):
         _current = None
-        _current = open_instance(root, how, create=create)
+        if chosen.db is not None:
+            _current = open_team(chosen.db, chosen.root, chosen.how, create=False)
+        else:
+            assert chosen.root is not None
+            _current = open_instance(chosen.root, chosen.how, create=create)
     return _current
+
+
+def _bound(instance: Instance) -> bool:
+    """Whether the models are bound to this instance's registry (a failed init unbinds)."""
+    database = reg.db.obj
+    return database is not None and database.database == instance.registry
+
+
+def _is(instance: Instance, chosen: Choice) -> bool:
+    if chosen.db is not None:
+        return instance.registry == chosen.db
+    assert chosen.root is not None
+    return not instance.team and instance.root == chosen.root.expanduser().absolute()
 
 
 def reset() -> None:
     """Forget the chosen instance (tests, `%reload_ext`)."""
-    global _explicit_root, _configured_root, _current
+    global _explicit, _configured_root, _current
     reg.close_registry()
-    _explicit_root = _configured_root = _current = None
+    _explicit = _configured_root = _current = None
 
 
 # any query before an instance is chosen opens the current one (lm.File.select() first)

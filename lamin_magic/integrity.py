@@ -156,7 +156,7 @@ def scan_folder(instance: inst.Instance, repair: bool) -> tuple[int, list[Proble
         rows = reg.db.execute_sql(
             "SELECT key FROM file WHERE key IS NOT NULL AND purged_at IS NULL"
             " UNION ALL SELECT id || suffix FROM file"
-            " WHERE purged_at IS NULL AND key IS NOT id || suffix"
+            " WHERE purged_at IS NULL AND (key IS NULL OR key <> id || suffix)"
         )
         keys = {key for (key,) in rows.fetchall()}
         objects, problems = _scan_folder(instance, keys)
@@ -191,8 +191,9 @@ def _scan_folder(instance: inst.Instance, keys: set[str]) -> tuple[int, list[Pro
     removed.
     """
     root = instance.root
-    registry_names = {instance.registry_path.name}
-    registry_names |= {instance.registry_path.name + s for s in ("-wal", "-shm", "-journal")}
+    registry = instance.registry_path
+    ends = ("", "-wal", "-shm", "-journal")
+    registry_names = {registry.name + end for end in ends} if registry else {inst.TEAM_MARKER}
     temp_dir = instance.temp_dir
     problems: list[Problem] = []
     objects = 0

@@ -49,7 +49,7 @@ OPTIONS = {
     "show": set(),
     "track": {"title"},
     "info": set(),
-    "init": set(),
+    "init": {"db"},
     "check": set(),
 }
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -189,6 +189,10 @@ class LaminMagics(Magics):
 
         %lamin init PATH
             Use (or create) the instance at PATH, and track this notebook there.
+        %lamin init [PATH] db=postgresql://USER@HOST:PORT/DB
+            A team instance: its registry in that PostgreSQL database. With PATH, create it
+            (objects go to PATH, a folder every member reaches at the same path); without,
+            join it. The password comes from PGPASSWORD or ~/.pgpass, never the notebook.
 
         %lamin check [repair]
             Every record has its bytes (size and hash), every stored object has a record;
@@ -200,7 +204,7 @@ class LaminMagics(Magics):
             Run the cell, then save the variables named, or every DataFrame (pandas, polars),
             pyarrow Table, AnnData and MuData the cell bound; numpy arrays only when named.
 
-        The instance is, first hit wins: %lamin init; LAMIN_MAGIC_ROOT;
+        The instance is, first hit wins: %lamin init; LAMIN_MAGIC_DB; LAMIN_MAGIC_ROOT;
         %config LaminMagics.root = PATH; the nearest folder with a .lndb file here or above;
         the per-user default. LAMIN_MAGIC_AUTOLOAD=0 stops the extension loading in every kernel.
         Pickle (for objects no format stores) only in instances you trust: run
@@ -434,10 +438,14 @@ class LaminMagics(Magics):
         return check(repair=words == ["repair"])
 
     def do_init(self, words: list[str], options: dict[str, str]) -> None:
-        if len(words) != 1:
-            raise UsageError("write %lamin init PATH, e.g. %lamin init ./mydata")
+        db = options.get("db")
+        if len(words) > 1 or (not words and db is None):
+            raise UsageError(
+                "write %lamin init PATH, e.g. %lamin init ./mydata, or join a team instance: "
+                "%lamin init db=postgresql://USER@HOST/DB"
+            )
         before = tracking.context.transform
-        instance.init(words[0])
+        instance.init(words[0] if words else None, db=db)
         # keep tracking what was tracked, however it was found
         if before is not None and before.type in ("notebook", "script"):
             run = tracking.track(before.key, before.title)

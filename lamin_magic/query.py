@@ -13,8 +13,6 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
-import peewee as pw
-
 from . import instance as inst
 from . import registry as reg
 from .errors import InvalidArgumentError, MultipleResultsError, NotFoundError
@@ -145,8 +143,8 @@ def condition(model: type[reg.Record], key: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise InvalidArgumentError(f"{key}= takes a string, not {value!r}")
         if lookup == "startswith":  # case-sensitive, and uses the index on names
-            return (field >= value) & (field < value + "\U0010ffff")
-        return pw.fn.instr(field, value) > 0  # case-sensitive, unlike LIKE
+            return reg.db.startswith(field, value)
+        return reg.db.contains(field, value)  # case-sensitive, unlike LIKE
     ops = {"exact": "__eq__", "gt": "__gt__", "gte": "__ge__", "lt": "__lt__", "lte": "__le__"}
     return getattr(field, ops[lookup])(value)
 

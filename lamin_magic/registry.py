@@ -1,14 +1,15 @@
-"""The registry: peewee models over one SQLite file, its schema version and upgrades.
+"""The registry: peewee models, their binding to the current instance's database (a SQLite
+file, or PostgreSQL for a team: databases.py), the schema version and upgrades.
 
-The schema is documented (README, "The registry") so that any SQLite tool can read it.
-Timestamps are ISO 8601 text in UTC. The schema version is SQLite's `PRAGMA user_version`.
+The schema is documented (README, "The registry") so that any SQLite or PostgreSQL tool can
+read it. Timestamps are ISO 8601 text in UTC. The schema version is SQLite's
+`PRAGMA user_version`, or the comment on PostgreSQL's `file` table.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import html
-import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,102 +18,41 @@ from typing import Any
 
 import peewee as pw
 
-from .errors import InstanceError, InvalidArgumentError, RegistryBusyError, printable
+from .databases import open_database
+from .errors import InstanceError, printable
 from .ids import new_id
 
 SCHEMA_VERSION = 5
 
-BUSY_TIMEOUT_MS = 10_000  # concurrent writers wait this long instead of failing
-PRAGMAS: dict[str, object] = {
-    "journal_mode": "wal",
-    "busy_timeout": BUSY_TIMEOUT_MS,
-    "foreign_keys": 1,
-    "synchronous": "full",  # a committed record survives a power cut
-    "trusted_schema": 0,  # a registry from elsewhere: its schema may call no risky function
-}
 
+class RegistryProxy(pw.DatabaseProxy):
+    """The models' binding: the current instance's database (SQLite or PostgreSQL, see
+    databases.py), which the instance owns. A query before any instance is bound opens the
+    current one (`on_demand`), so any public function works as the first call of a process."""
 
-class RegistryDatabase(pw.SqliteDatabase):
-    """peewee's SQLite database, opening the current instance on the first query (so any
-    public function works as the first call of a process), and turning SQLite's errors into
-    one-line `InstanceError`s: a registry held by another writer, damaged, or unreadable."""
+    __slots__ = ("_Model", "_callbacks", "obj", "on_demand")
 
-    # set by instance.py: opens the instance chosen by the resolution order
-    on_demand: Callable[[], Any] | None = None
+    def __init__(self) -> None:
+        self.on_demand: Callable[[], Any] | None = None
+        super().__init__()
 
-    def _connect(self) -> Any:
-        connection = super()._connect()  # type: ignore[misc]
-        connection.text_factory = decode_text
-        return connection
-
-    def cursor(self, named_cursor: Any = None) -> Any:
-        if self.deferred and self.on_demand is not None:
+    def __getattr__(self, attr: str) -> Any:
+        if self.obj is None and self.on_demand is not None:
             self.on_demand()
-        return super().cursor(named_cursor)
-
-    def execute_sql(self, sql: str, params: Any = None) -> Any:
-        try:
-            return super().execute_sql(sql, params)
-        except (pw.OperationalError, pw.DatabaseError) as e:
-            raise registry_error(e, self.database) from e
-        except OverflowError as e:  # sqlite3 refuses Python ints past 64 bits
-            raise InvalidArgumentError(
-                "a number is too large for the registry (at most 2**63 - 1)"
-            ) from e
-
-    def begin(self, lock_type: str | None = None) -> None:
-        try:
-            super().begin(lock_type)
-        except (pw.OperationalError, pw.DatabaseError) as e:
-            raise registry_error(e, self.database) from e
+        return super().__getattr__(attr)
 
 
-def decode_text(raw: bytes) -> str:
-    """TEXT as str; text that is not UTF-8 (put there by another program) shown escaped."""
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        return raw.decode("utf-8", errors="backslashreplace")
+db = RegistryProxy()
 
 
-def registry_error(error: Exception, path: Any) -> Exception:
-    """The one-line error for a failure of SQLite itself; constraint errors pass unchanged."""
-    if isinstance(error, (pw.IntegrityError, pw.DataError, pw.NotSupportedError)):
-        return error
-    text = str(error)
-    if "locked" in text or "busy" in text:
-        who = lock_holders(str(path))
-        return RegistryBusyError(
-            f"the registry {path} is busy: another process has held its write lock for "
-            f"{BUSY_TIMEOUT_MS // 1000} s{who}; wait for it to finish, or stop it "
-            "(ls, show and runs do not wait on writers)"
-        )
-    return InstanceError(f"the registry {path} cannot be used: {text}")
+def sql(text: str) -> str:
+    """Raw SQL written in SQLite's words (`?` parameters), in the bound engine's."""
+    return db.sql(text)
 
 
-def lock_holders(path: str) -> str:
-    """', held by pid 123 (python ...)': the other processes that have the registry open."""
-    targets = {os.path.realpath(path + end) for end in ("", "-wal", "-shm", "-journal")}
-    found = []
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
-    except OSError:  # not Linux
-        return ""
-    for pid in pids:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in targets for fd in fds):
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-                found.append(f"pid {pid} ({printable(cmd[:60])})")
-        except OSError:  # gone, or not ours to look at
-            continue
-    return f"; open in {', '.join(found[:3])}" if found else ""
-
-
-# Every transaction begins IMMEDIATE: choosing the next version is read-then-insert, and
-# deferred transactions of concurrent writers fail with "database is locked" (FACTS.md).
-db = RegistryDatabase(None, lock_type="IMMEDIATE")
+def engine() -> str:
+    """'sqlite' or 'postgresql': the engine of the bound registry."""
+    return str(db.kind)
 
 
 def utcnow() -> dt.datetime:
@@ -387,17 +327,17 @@ for _model in (User, Storage, Transform, Run, File):
     _model.__repr__ = Record.__str__  # type: ignore[method-assign,assignment]
 
 
-def _add_settings(database: pw.SqliteDatabase) -> None:
+def _add_settings(database: pw.Database) -> None:
     database.create_tables([Setting])
 
 
-def _add_trash(database: pw.SqliteDatabase) -> None:
+def _add_trash(database: pw.Database) -> None:
     database.execute_sql("ALTER TABLE file ADD COLUMN trashed_at TEXT")
     database.execute_sql("ALTER TABLE file ADD COLUMN purged_at TEXT")
     _trash_index(database)
 
 
-def _trash_index(database: pw.SqliteDatabase) -> None:
+def _trash_index(database: pw.Database) -> None:
     """gc and `ls trash` find the trash without reading every record."""
     database.execute_sql(
         "CREATE INDEX IF NOT EXISTS file_trashed_at ON file (trashed_at) "
@@ -406,28 +346,24 @@ def _trash_index(database: pw.SqliteDatabase) -> None:
 
 
 # Upgrades from schema version N to N + 1, run in order in one transaction.
-def _add_provenance(database: pw.SqliteDatabase) -> None:
+def _add_provenance(database: pw.Database) -> None:
     database.create_tables([Cell, Environment])
     database.execute_sql("ALTER TABLE file ADD COLUMN cell INTEGER")
     database.execute_sql("ALTER TABLE run ADD COLUMN environment VARCHAR(255)")
 
 
-def _add_snapshots(database: pw.SqliteDatabase) -> None:
+def _add_snapshots(database: pw.Database) -> None:
     database.create_tables([Source, TransformPath])
     database.execute_sql("ALTER TABLE run ADD COLUMN snapshot VARCHAR(255)")
     database.execute_sql('CREATE INDEX "run_snapshot" ON "run" ("snapshot")')
 
 
-UPGRADES: dict[int, Callable[[pw.SqliteDatabase], None]] = {
+UPGRADES: dict[int, Callable[[pw.Database], None]] = {
     1: _add_settings,
     2: _add_trash,
     3: _add_provenance,
     4: _add_snapshots,
 }
-
-
-def _schema_version() -> int:
-    return int(db.execute_sql("PRAGMA user_version").fetchone()[0])
 
 
 _expected_columns: dict[str, set[str]] | None = None
@@ -443,79 +379,61 @@ def expected_columns() -> dict[str, set[str]]:
     return _expected_columns
 
 
-def audit_schema(path: Path) -> None:
-    """Refuse a registry whose schema could act on lamin_magic's own writes.
-
-    A registry travels with its instance, so whoever wrote it is not necessarily you. A
-    trigger fires on every insert (one could rewrite a new record's key) and a view could
-    stand where a table should: neither is opened. With `trusted_schema` off, defaults,
-    checks and indexes can call no function with side effects, so a changed table can at
-    most refuse a write; extra tables, columns and indexes are left alone.
-    """
-    rows = db.execute_sql("SELECT type, name FROM sqlite_master").fetchall()
-    for kind, name in rows:
-        if kind in ("trigger", "view"):
-            raise InstanceError(
-                f"the registry {path} holds a {kind} {name!r} that lamin_magic did not create; "
-                f"it could act on every save. Look at it (sqlite3 {path} .schema) and drop it "
-                f'(DROP {kind.upper()} "{name}") if you trust the rest'
-            )
-    for table, columns in expected_columns().items():
-        found = {r[1] for r in db.execute_sql(f'PRAGMA table_info("{table}")').fetchall()}
-        missing = sorted(columns - found)
-        if missing:
-            raise InstanceError(
-                f"the registry {path} is not one lamin_magic can use: its table {table!r} "
-                f"lacks {', '.join(missing)}; it was edited by hand or by another program"
-            )
-
-
-def open_registry(path: Path) -> None:
-    """Bind the models to the registry at `path`, creating or upgrading its schema.
+def open_registry(location: Path | str, create: bool = True) -> Any:
+    """Bind the models to the registry at `location` (a SQLite file's path, or a PostgreSQL
+    URL), creating (unless `create` is false) or upgrading its schema; returns the database.
 
     Only a new or older registry takes the write lock: opening one that is up to date reads,
     so it never waits on a process that is saving.
     """
-    if not db.is_closed():
-        db.close()
-    db.init(str(path), pragmas=PRAGMAS)
+    close_registry()
+    database = open_database(location)
+    db.initialize(database)
+    where = database.location
     try:
-        db.connect()
-        if _schema_version() != SCHEMA_VERSION:
+        database.connect()
+        if database.schema_version() != SCHEMA_VERSION:
             with db.atomic():  # another process may be creating it: read again under the lock
-                version = _schema_version()
+                version = database.schema_version()
                 if version < 0:
                     raise InstanceError(
-                        f"the registry {path} has schema version {version}, which no "
+                        f"the registry {where} has schema version {version}, which no "
                         "lamin_magic ever wrote; it was edited by hand or by another program"
                     )
                 if version > SCHEMA_VERSION:
                     raise InstanceError(
-                        f"the registry {path} has schema version {version}, newer than this "
+                        f"the registry {where} has schema version {version}, newer than this "
                         f"lamin_magic understands ({SCHEMA_VERSION}); upgrade: "
                         "pip install -U lamin_magic"
                     )
+                if version == 0 and not create:
+                    raise InstanceError(
+                        f"the database {where} holds no lamin_magic registry; create an "
+                        f"instance in it: lamin-magic init PATH --db {where}"
+                    )
                 if version == 0:
-                    db.create_tables(MODELS)
-                    _trash_index(db)
+                    database.create_tables(MODELS)
+                    _trash_index(database)
                 for step in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
-                    UPGRADES[step](db)
+                    UPGRADES[step](database)
                 if version != SCHEMA_VERSION:
-                    db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        audit_schema(path)
+                    database.set_schema_version(SCHEMA_VERSION)
+        database.audit(expected_columns())
     except (pw.DatabaseError, sqlite3.DatabaseError) as e:
         close_registry()
-        raise InstanceError(f"cannot open the registry {path}: {e}") from e
+        raise InstanceError(f"cannot open the registry {where}: {e}") from e
     except BaseException:
         close_registry()
         raise
+    return database
 
 
 def close_registry() -> None:
     """Close and unbind: the next query opens the current instance again."""
-    if not db.deferred and not db.is_closed():
-        db.close()
-    db.init(None)
+    database = db.obj
+    if database is not None and not database.is_closed():
+        database.close()
+    db.initialize(None)
 
 
 def rows_in(sql: str, values: list[Any], before: tuple[Any, ...] = (), chunk: int = 500) -> list:
@@ -525,38 +443,25 @@ def rows_in(sql: str, values: list[Any], before: tuple[Any, ...] = (), chunk: in
     for start in range(0, len(values), chunk):
         part = values[start : start + chunk]
         marks = ", ".join("?" * len(part))
-        found += db.execute_sql(sql.format(marks), [*before, *part]).fetchall()
+        cursor = db.execute_sql(db.sql(sql.format(marks)), [*before, *part])
+        if cursor.description is not None:  # a statement that returns rows
+            found += cursor.fetchall()
     return found
 
 
 @contextmanager
 def transaction(to_disk: bool = True) -> Iterator[None]:
-    """A write transaction whose commit waits for the disk, or only for the OS
-    (`synchronous=NORMAL`: kept if the process dies, not through a power cut)."""
-    if not to_disk:
-        db.execute_sql("PRAGMA synchronous = NORMAL")
-    try:
-        with db.atomic():
-            yield
-    finally:
-        if not to_disk:
-            db.execute_sql("PRAGMA synchronous = FULL")
+    """A write transaction whose commit waits for the disk, or only for the OS (kept if the
+    process dies, not through a power cut)."""
+    with db.write_transaction(to_disk):
+        yield
 
 
 def write_quickly(sql: str, params: Any) -> bool:
     """One small write that must not hold up the user's cell: it waits at most 0.2 s for
     another writer (else it is skipped, and False returned), and commits without waiting
-    for the disk (`synchronous=NORMAL`: kept if the process dies, not through a power cut)."""
-    db.execute_sql("PRAGMA busy_timeout = 200")
-    db.execute_sql("PRAGMA synchronous = NORMAL")
-    try:
-        db.execute_sql(sql, params)
-        return True
-    except RegistryBusyError:
-        return False
-    finally:
-        db.execute_sql(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        db.execute_sql("PRAGMA synchronous = FULL")
+    for the disk (kept if the process dies, not through a power cut)."""
+    return bool(db.write_quickly(sql, params))
 
 
 def new_user(handle: str) -> User:

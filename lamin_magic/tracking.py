@@ -31,7 +31,7 @@ class Context:
     instance_root: Path | None = None
     how: str = ""  # how the notebook was found, or why not
     cell: int | None = None  # the execution count of the cell running now
-    registry_path: Path | None = None  # the registry the run is in
+    registry: str | None = None  # the registry the run is in: a path or a database URL
     new_transform: bool = False  # this process created the Transform (a renamed notebook?)
     rename_checked: float = 0.0  # when the server was last asked for the notebook's path
     # environments still to record, each (its wake-up, its thread), finished at exit
@@ -237,15 +237,15 @@ def track(
         run = reg.Run.create(id=new_id("run"), transform=transform, created_by=instance.user_id)
     context.transform, context.run, context.new_transform = transform, run, created
     context.instance_root, context.how = instance.root, how
-    context.registry_path, context.rename_checked = instance.registry_path, time.monotonic()
-    record_environment_later(run.id, instance.registry_path)
+    context.registry, context.rename_checked = instance.registry, time.monotonic()
+    record_environment_later(run.id, instance.registry)
     return run
 
 
 ENVIRONMENT_DELAY = 2.0  # seconds: after a kernel's start, not competing with it for the GIL
 
 
-def record_environment_later(run_id: str, registry_path: Path) -> None:
+def record_environment_later(run_id: str, registry: str) -> None:
     """Record the run's Python version and installed distributions a little later, in a
     thread (reading every distribution's metadata takes ~100 ms of Python, which would slow
     a kernel's start even from a thread); a process that ends sooner records it at exit."""
@@ -253,7 +253,7 @@ def record_environment_later(run_id: str, registry_path: Path) -> None:
 
     def later() -> None:
         wake.wait(ENVIRONMENT_DELAY)
-        record_environment(run_id, registry_path)
+        record_environment(run_id, registry)
 
     thread = threading.Thread(target=later, daemon=True, name="lamin-magic-env")
     context.recorders.append((wake, thread))
@@ -268,40 +268,28 @@ def finish_recorders() -> None:
     context.recorders.clear()
 
 
-def record_environment(run_id: str, registry_path: Path) -> None:
+def record_environment(run_id: str, registry: str) -> None:
     """In a thread, on a connection of its own to the registry the run is in."""
     from . import registry as reg
 
     try:
         python, packages = describe_environment()
         digest = environment_hash(python, packages)
+        from .databases import write_alone
+
         write_alone(
-            registry_path,
-            (
-                "INSERT OR IGNORE INTO environment (hash, python, packages, created_at)"
-                " VALUES (?, ?, ?, ?)",
-                (digest, python, packages, reg.utcnow().isoformat()),
-            ),
-            ("UPDATE run SET environment = ? WHERE id = ?", (digest, run_id)),
+            registry,
+            [
+                (
+                    "INSERT INTO environment (hash, python, packages, created_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (digest, python, packages, reg.utcnow().isoformat()),
+                ),
+                ("UPDATE run SET environment = ? WHERE id = ?", (digest, run_id)),
+            ],
         )
     except Exception:  # a thread has no one to tell; the run simply has no environment
         pass
-
-
-def write_alone(registry_path: Path, *statements: tuple[str, Any], timeout: float = 2) -> None:
-    """Statements in one transaction on a connection of its own (a thread, or exit), waiting
-    at most `timeout` seconds for another writer."""
-    import sqlite3
-
-    con = sqlite3.connect(registry_path, timeout=timeout, isolation_level=None)
-    try:
-        con.execute("PRAGMA trusted_schema = 0")
-        con.execute("BEGIN IMMEDIATE")
-        for sql, params in statements:
-            con.execute(sql, params)
-        con.execute("COMMIT")
-    finally:
-        con.close()
 
 
 def describe_environment() -> tuple[str, str]:
@@ -392,8 +380,9 @@ def start_cell(execution_count: int, source: str) -> None:
     if context.run is None:
         return
     reg.write_quickly(
-        "INSERT OR REPLACE INTO cell (run_id, execution_count, source, started_at)"
-        " VALUES (?, ?, ?, ?)",
+        "INSERT INTO cell (run_id, execution_count, source, started_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (run_id, execution_count) DO UPDATE SET source = excluded.source,"
+        " started_at = excluded.started_at, finished_at = NULL",
         (context.run.id, execution_count, source, reg.utcnow().isoformat()),
     )
 
@@ -543,7 +532,8 @@ def snapshot_statements() -> list[tuple[str, Any]]:
     digest, content = source_snapshot(Path(t.key), t.type)
     return [
         (
-            "INSERT OR IGNORE INTO source (hash, kind, content, created_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO source (hash, kind, content, created_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
             (digest, t.type, content, reg.utcnow().isoformat()),
         ),
         ("UPDATE run SET snapshot = ? WHERE id = ?", (digest, run.id)),
@@ -557,7 +547,7 @@ def finish_at_exit() -> None:
     from . import registry as reg
 
     run = context.run
-    if run is None or context.registry_path is None:
+    if run is None or context.registry is None:
         return
     statements: list[tuple[str, Any]] = []
     problem = ""
@@ -567,10 +557,11 @@ def finish_at_exit() -> None:
         problem = f"no snapshot of the {context.transform.type} was recorded: {e}"
     finish = "UPDATE run SET finished_at = ? WHERE id = ? AND finished_at IS NULL"
     try:
+        from .databases import write_alone
+
         write_alone(
-            context.registry_path,
-            (finish, (reg.utcnow().isoformat(), run.id)),
-            *statements,
+            context.registry,
+            [(finish, (reg.utcnow().isoformat(), run.id)), *statements],
             timeout=EXIT_LOCK_TIMEOUT,
         )
     except Exception as e:

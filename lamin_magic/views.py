@@ -163,10 +163,13 @@ def file_conditions(filters: dict[str, str]) -> tuple[str, list[Any]]:
         if option == "notebook":
             # the runs first, as values: a subquery here would run again at every hop
             runs = reg.db.execute_sql(
-                "SELECT r.id FROM run r JOIN transform t ON t.id = r.transform_id WHERE t.name = ?",
+                reg.sql(
+                    "SELECT r.id FROM run r JOIN transform t ON t.id = r.transform_id"
+                    " WHERE t.name = ?"
+                ),
                 (text,),
             ).fetchall()
-            sql += f" AND +run_id IN ({', '.join('?' * len(runs))})" if runs else " AND 0"
+            sql += f" AND +run_id IN ({', '.join('?' * len(runs))})" if runs else " AND 1=0"
             params += [r for (r,) in runs]
         elif option == "run":
             sql += " AND +run_id = ?"
@@ -210,14 +213,15 @@ def list_files(
     filters = filters or {}
     where, values = file_conditions(filters)
     if pattern:
-        where += " AND name GLOB ?"
-        values.append(pattern)
+        operator, value = reg.db.glob(pattern)
+        where += f" AND name {operator} ?"
+        values.append(value)
     where += " AND +trashed_at IS NULL"
     # Hop from name to name along the (name, version) index: each hop is one index seek, so a
     # page costs its offset in seeks, not a scan of every version of every name.
     sql = (
         "WITH RECURSIVE names(n, k) AS ("
-        f" SELECT (SELECT MIN(name) FROM file WHERE 1{where}), 1"
+        f" SELECT (SELECT MIN(name) FROM file WHERE 1=1{where}), 1"
         f" UNION ALL SELECT (SELECT MIN(name) FROM file WHERE name > n{where}), k + 1"
         " FROM names WHERE n IS NOT NULL AND k <= ?)"
         " SELECT f.name, f.version, f.suffix, f.size, f.created_at, f.id, f.description"
@@ -229,19 +233,21 @@ def list_files(
     shown = [f"matching {pattern!r}"] if pattern else []
     shown += [f"{k}={v}" for k, v in filters.items()]
     columns = ["name", "version", "suffix", "size", "created_at", "id", "description"]
-    return page_of("files", shown, columns, reg.db.execute_sql(sql, params), page, page_size)
+    rows = reg.db.execute_sql(reg.sql(sql), params)
+    return page_of("files", shown, columns, rows, page, page_size)
 
 
 def list_trash(pattern: str | None, page: int, page_size: int, first: int) -> Table:
     """Every version in the trash (gc has not removed it yet), most recently trashed first."""
-    match = " AND name GLOB ?" if pattern else ""
+    operator, value = reg.db.glob(pattern or "")
+    match = f" AND name {operator} ?" if pattern else ""
     sql = (
         "SELECT name, version, suffix, size, trashed_at, id FROM file"
         f" WHERE trashed_at IS NOT NULL AND purged_at IS NULL{match}"
         " ORDER BY trashed_at DESC LIMIT ? OFFSET ?"
     )
-    params: list[Any] = [pattern] if pattern else []
-    rows = reg.db.execute_sql(sql, [*params, page_size + 1, first])
+    params: list[Any] = [value] if pattern else []
+    rows = reg.db.execute_sql(reg.sql(sql), [*params, page_size + 1, first])
     shown = [f"matching {pattern!r}"] if pattern else []
     columns = ["name", "version", "suffix", "size", "trashed_at", "id"]
     return page_of("trash", shown, columns, rows, page, page_size)
@@ -435,7 +441,7 @@ def info() -> Table:
     rows: list[list[Any]] = [
         ["instance", str(instance.root)],
         ["chosen", instance.how],
-        ["registry", str(instance.registry_path)],
+        ["registry", instance.registry_shown],
         ["user", f"{handle} ({user.id})" if user else f"{handle} (no record yet)"],
         ["transform", f"{t.name} ({t.type}, {t.id})" if t is not None else "not tracked"],
         ["title", t.title if t is not None else None],

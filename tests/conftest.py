@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,17 +77,76 @@ def ip(shell, tmp_path, monkeypatch, capsys):
     shell.init_user_ns()
 
 
+# modules whose tests run on both registry engines: each test taking `inst` runs on a local
+# SQLite instance and on a team instance (PostgreSQL registry, the same folder for objects)
+BOTH_ENGINES = {"test_api", "test_lifecycle", "test_check", "test_registry", "test_hostile"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rpartition(".")[2]
+    if "inst" in metafunc.fixturenames and module in BOTH_ENGINES:
+        engines = ["sqlite", pytest.param("postgresql", marks=pytest.mark.team)]
+        metafunc.parametrize("engine", engines, indirect=True)
+
+
 @pytest.fixture
-def inst(tmp_path):
-    """A fresh instance in a temporary folder, in use for the test."""
+def engine(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def inst(tmp_path, engine, request):
+    """A fresh instance in a temporary folder, in use for the test; where the module runs on
+    both engines, also a team instance whose registry is a fresh PostgreSQL database."""
+    if engine == "postgresql":
+        return lm.init(tmp_path / "inst", db=request.getfixturevalue("pg_url"))
     return lm.init(tmp_path / "inst")
+
+
+class RegistrySQL:
+    """A plain connection to an instance's registry, SQLite or PostgreSQL, that takes SQL in
+    SQLite's words (`?` parameters): what another program, or a hand, would do to it."""
+
+    def __init__(self, inst: instance.Instance) -> None:
+        self.team = inst.team
+        if self.team:
+            import psycopg
+
+            self.con: Any = psycopg.connect(inst.registry, autocommit=True)
+        else:
+            self.con = sqlite3.connect(inst.registry_path)
+
+    def execute(self, statement: str, params: tuple = ()) -> Any:
+        if self.team:
+            from lamin_magic.databases import postgres_sql
+
+            return self.con.execute(postgres_sql(statement), params)
+        return self.con.execute(statement, params)
+
+    def commit(self) -> None:
+        self.con.commit()
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> RegistrySQL:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.team:
+            self.con.commit()
+        self.close()
+
+
+def where(inst: instance.Instance) -> list[str]:
+    """The `lamin-magic` options naming this instance."""
+    return ["--db", inst.registry] if inst.team else ["--root", str(inst.root)]
 
 
 def stored_objects(root: Path) -> list[str]:
     """What the instance folder holds besides its registry and the temporary folder."""
-    return sorted(
-        p.name for p in root.iterdir() if ".lndb" not in p.name and p.name != instance.TEMP_DIR_NAME
-    )
+    ours = (instance.TEMP_DIR_NAME, instance.TEAM_MARKER)
+    return sorted(p.name for p in root.iterdir() if ".lndb" not in p.name and p.name not in ours)
 
 
 def temporaries(root: Path) -> list[str]:

@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import stored_objects, temporaries
+from conftest import RegistrySQL, stored_objects, temporaries
 
 import lamin_magic as lm
 from lamin_magic import instance
@@ -124,7 +124,7 @@ def test_load_records_an_input_except_for_the_run_that_made_it(inst, df):
     lm.track()
     file = lm.add(lm.File(df, name="a"))
     file.load()
-    con = sqlite3.connect(inst.registry_path)
+    con = RegistrySQL(inst)
     assert con.execute("SELECT COUNT(*) FROM run_input").fetchone()[0] == 0
     reader = lm.track(new_run=True)
     lm.load("a")
@@ -212,20 +212,28 @@ def test_registering_a_format(inst):
 
 def test_failure_before_commit_leaves_neither_record_nor_bytes(inst, df):
     lm.add(lm.File(df, name="kept"))
-    con = sqlite3.connect(inst.registry_path)
+    con = RegistrySQL(inst)
     # a real failure inside the transaction, after the bytes were renamed into place
-    con.execute(
-        "CREATE TRIGGER fail BEFORE INSERT ON file BEGIN SELECT RAISE(ABORT, 'injected'); END"
-    )
-    con.commit()
+    if inst.team:
+        con.execute(
+            "CREATE FUNCTION fail() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'injected';"
+            " END $$ LANGUAGE plpgsql"
+        )
+        con.execute("CREATE TRIGGER fail BEFORE INSERT ON file EXECUTE FUNCTION fail()")
+    else:
+        con.execute(
+            "CREATE TRIGGER fail BEFORE INSERT ON file BEGIN SELECT RAISE(ABORT, 'injected'); END"
+        )
+        con.commit()
     before = stored_objects(inst.root)
     with pytest.raises(Exception, match="injected"):
         lm.add(lm.File(df.head(3), name="lost"))
     assert stored_objects(inst.root) == before
     assert temporaries(inst.root) == []
     assert con.execute("SELECT COUNT(*) FROM file WHERE name = 'lost'").fetchone()[0] == 0
-    con.execute("DROP TRIGGER fail")
-    con.commit()
+    con.execute("DROP TRIGGER fail" + (" ON file" if inst.team else ""))
+    if not inst.team:
+        con.commit()
     con.close()
     assert lm.add(lm.File(df.head(3), name="lost")).version == 1
 

@@ -11,12 +11,15 @@ import pandas as pd
 from conftest import stored_objects
 
 import lamin_magic as lm
+from lamin_magic import instance
 from lamin_magic.integrity import check
 
 
 def cli(*args: str, root) -> subprocess.CompletedProcess[str]:
+    current = instance.current()
+    where = ["--db", current.registry] if current.team else ["--root", str(root)]
     return subprocess.run(
-        [sys.executable, "-m", "lamin_magic.cli", "--root", str(root), "check", *args],
+        [sys.executable, "-m", "lamin_magic.cli", *where, "check", *args],
         capture_output=True,
         text=True,
     )

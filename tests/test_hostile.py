@@ -18,7 +18,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import Payload, cli, forget_instance
+from conftest import Payload, RegistrySQL, cli, forget_instance
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -179,7 +179,7 @@ def test_no_instance_inside_another_instance_s_objects(inst, tmp_path):
         out = cli("init", str(inner))
         assert out.returncode == 2 and "choose a folder outside it" in out.stderr
     assert not (stored.path / "inner").exists() and not (inst.temp_dir / "deeper").exists()
-    lm.init(inst.root)
+    lm.init(inst.root, db=inst.registry if inst.team else None)
     assert check().ok
     assert lm.load("cells").shape == (3, 3)
 
@@ -542,7 +542,8 @@ def test_paths_and_html_are_escaped_too(tmp_path):
 
 def test_a_mismatch_says_what_differs(inst):
     stored = lm.add(lm.File(frame(), name="iris"))
-    sql(inst.registry_path, "UPDATE file SET hash_type = 'BLAKE3' WHERE id = ?", (stored.id,))
+    with RegistrySQL(inst) as con:
+        con.execute("UPDATE file SET hash_type = 'BLAKE3' WHERE id = ?", (stored.id,))
     with pytest.raises(IntegrityError, match="hash type 'BLAKE3' recorded, 'blake3' found"):
         lm.load("iris")
     problem = check().problems[0]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import shlex
 import sqlite3
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
-from conftest import cli, downgrade, stored_objects
+from conftest import RegistrySQL, cli, downgrade, stored_objects, where
 from IPython.core.error import UsageError
 
 import lamin_magic as lm
@@ -361,9 +362,9 @@ def test_a_schema_2_registry_is_upgraded(tmp_path):
 def test_sql_of_the_registry_stays_readable(inst):
     lm.add(lm.File(frame(1), name="a"))
     lm.delete("a")
-    con = sqlite3.connect(inst.registry_path)
+    con = RegistrySQL(inst)
     rows = con.execute("SELECT name, version, trashed_at IS NOT NULL, purged_at FROM file")
-    assert rows.fetchall() == [("a", 1, 1, None)]
+    assert [(*r[:2], bool(r[2]), r[3]) for r in rows.fetchall()] == [("a", 1, True, None)]
     con.close()
 
 
@@ -410,7 +411,7 @@ def test_found_by_a_black_box_attempt(inst, tmp_path):
 
     assert names_of(lm.delete("many")).endswith("many@10 and 20 more")
     out = subprocess.run(
-        f"{sys.executable} -m lamin_magic.cli --root '{inst.root}' ls --trash | head -c 10",
+        f"{sys.executable} -m lamin_magic.cli {shlex.join(where(inst))} ls --trash | head -c 10",
         shell=True,
         capture_output=True,
         text=True,

@@ -6,6 +6,7 @@ import sqlite3
 
 import pandas as pd
 import pytest
+from conftest import RegistrySQL
 
 import lamin_magic as lm
 from lamin_magic import instance, registry
@@ -50,20 +51,33 @@ DOCUMENTED = {
 }
 
 
-def connect(inst) -> sqlite3.Connection:
-    return sqlite3.connect(inst.registry_path)
+def connect(inst) -> RegistrySQL:
+    return RegistrySQL(inst)
 
 
-def test_tables_and_columns_are_the_documented_ones(inst):
+COLUMNS = {
+    "sqlite": "SELECT name FROM pragma_table_info(?)",
+    "postgresql": "SELECT column_name FROM information_schema.columns"
+    " WHERE table_name = ? AND table_schema = current_schema() ORDER BY ordinal_position",
+}
+VERSION = {
+    "sqlite": "PRAGMA user_version",
+    "postgresql": "SELECT substr(obj_description('file'::regclass, 'pg_class'), 20)",
+}
+
+
+def test_tables_and_columns_are_the_documented_ones(inst, engine):
     with connect(inst) as con:
         for table, columns in DOCUMENTED.items():
-            found = [row[1] for row in con.execute(f"PRAGMA table_info({table})")]
+            found = [row[0] for row in con.execute(COLUMNS[engine], (table,))]
             assert found == columns, table
-        assert con.execute("PRAGMA user_version").fetchone()[0] == registry.SCHEMA_VERSION
-    con.close()
+        version = con.execute(VERSION[engine]).fetchone()[0]
+        assert int(version) == registry.SCHEMA_VERSION
 
 
-def test_pragmas_wal_and_foreign_keys(inst):
+def test_pragmas_wal_and_foreign_keys(inst, engine):
+    if engine == "postgresql":
+        pytest.skip("SQLite's settings")
     assert registry.db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert registry.db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
     assert registry.db.execute_sql("PRAGMA busy_timeout").fetchone()[0] >= 5000
@@ -80,7 +94,7 @@ def test_what_the_api_wrote_reads_back_with_sqlite3(inst):
     row = con.execute(
         "SELECT f.name, f.version, f.description, f.suffix, f.size, f.hash_type, f.key, "
         "t.name, t.type, u.handle, s.root FROM file f JOIN run r ON f.run_id = r.id "
-        "JOIN transform t ON r.transform_id = t.id JOIN user u ON f.created_by_id = u.id "
+        'JOIN transform t ON r.transform_id = t.id JOIN "user" u ON f.created_by_id = u.id '
         "JOIN storage s ON f.storage_id = s.id WHERE f.id = ?",
         (file.id,),
     ).fetchone()
@@ -102,7 +116,7 @@ def test_lengths_of_ids(inst):
     file = lm.add(lm.File(pd.DataFrame({"a": [1]}), name="x"))
     con = connect(inst)
     lengths = {
-        t: {len(r[0]) for r in con.execute(f"SELECT id FROM {t}")}
+        t: {len(r[0]) for r in con.execute(f'SELECT id FROM "{t}"')}
         for t in ("user", "storage", "transform", "run", "file")
     }
     con.close()
