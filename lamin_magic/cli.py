@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-hash", action="store_true", help="check sizes and presence only")
     sub.add_parser("info", help="the instance and the current user")
+    p = sub.add_parser(
+        "cache",
+        help="the local cache of objects downloaded from buckets (LAMIN_MAGIC_CACHE, "
+        "LAMIN_MAGIC_CACHE_LIMIT); `cache clear` empties it",
+    )
+    p.add_argument("action", nargs="?", choices=["clear"], help="clear: remove every entry")
     return parser
 
 
@@ -161,6 +167,11 @@ def run(args: argparse.Namespace) -> int:
         pickled = "allowed" if instance.pickle_allowed() else "off"
         where = f" (registry {found.registry_shown})" if found.team else ""
         print(printable(f"instance {found.name} at {found.root}{where} (pickle {pickled})"))
+        return 0
+    if args.command == "cache":
+        from .views import cache_summary
+
+        print(cache_summary(clear=args.action == "clear"))
         return 0
     # every other command works on an existing instance: a mistyped path creates nothing
     if args.db is not None:

@@ -22,7 +22,7 @@ from .errors import (
     command,
 )
 from .ids import new_id
-from .storage.keys import object_path
+from .storage.backends import Storage
 
 MAX_NAME_LENGTH = 200
 
@@ -97,11 +97,22 @@ def label(file: reg.File) -> str:
     return f"{file.name}@{file.version}"
 
 
+def recorded(file: reg.File) -> tuple[Any, Any, Any]:
+    """(size, hash, hash type): what the record says the stored bytes are."""
+    return (file.size, file.hash, file.hash_type)
+
+
 def stored_path(file: reg.File) -> Path:
-    """Where the file's bytes are: inside the instance, by a key lamin_magic could have given."""
+    """Where the file's bytes are on this machine: inside the instance's folder, by a key
+    lamin_magic could have given; for a bucket, the cache's verified copy."""
+    from .storage.backends import Folder
+
     if file._object is not None and not file.key:
         raise NotFoundError(f"{file.name!r} is not stored yet; store it with lm.add(file)")
-    return object_path(inst.current().root, file.key, label(file))
+    storage = inst.current().storage
+    if isinstance(storage, Folder):
+        return storage.path(file.key, label(file))
+    return storage.local(file.key, recorded(file), label(file), verify=True)
 
 
 def versions_of(name: str) -> Any:
@@ -156,33 +167,18 @@ def _twins(written: Any, suffix: str) -> list[reg.File]:
 
 class StoredBytes:
     """Which stored objects a save may stand on instead of writing: those whose bytes are
-    there and hash to their record. Each key is checked once per save; dedup never stands
-    in for bytes that are missing or damaged."""
+    there and hash to their record (in a bucket: are there with their size). Each key is
+    checked once per save; dedup never stands in for bytes that are missing or damaged."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
         self.states: dict[str, str] = {}  # key -> ok, missing, damaged or unsafe
 
     def state(self, file: reg.File) -> str:
         key = str(file.key)
         if key not in self.states:
-            self.states[key] = self._check(file)
+            self.states[key] = self.storage.state(file.key, recorded(file), label(file))
         return self.states[key]
-
-    def _check(self, file: reg.File) -> str:
-        from .storage.hashing import hash_path, mismatch
-
-        try:
-            path = object_path(self.root, file.key, label(file))
-        except IntegrityError:
-            return "unsafe"
-        if not path.exists():
-            return "missing"
-        try:
-            found = hash_path(path)
-        except (IntegrityError, OSError):
-            return "damaged"
-        return "damaged" if mismatch((file.size, file.hash, file.hash_type), found) else "ok"
 
     def first_intact(self, files: list[reg.File]) -> reg.File | None:
         return next((f for f in files if self.state(f) == "ok"), None)
@@ -222,33 +218,51 @@ def add_many(files: list[reg.File], labels: list[str] | None = None) -> list[Sav
             )
     sync = durability.to_disk()
     instance = inst.current()
+    storage = instance.storage
     results: list[Saved | None] = [
         Saved(f, "unchanged") if _already_stored(f) else None for f in files
     ]
     todo = [(i, f) for i, f in enumerate(files) if results[i] is None]
     run = tracking.ensure_run() if todo else None
     written: list[Any] = []
-    placed: list[Path] = []
+    placed: list[str] = []  # keys placed by this save: removed again if it fails
     try:
         for i, file in todo:
             what = labels[i] if labels else repr(file.name)
-            written.append(write_temp(file._object, file._format, instance.temp_dir, what, sync))
-        trust = StoredBytes(instance.root)
+            staging = storage.staging()
+            written.append(write_temp(file._object, file._format, staging, what, sync))
+        trust = StoredBytes(storage)
+        early: list[str | None] = []  # keys uploaded before the transaction (a bucket)
         for (_, file), w in zip(todo, written, strict=True):  # hash twins before the lock
             latest = _latest(file.name)
-            if latest is not None and _same_bytes(latest, w, file.suffix):
-                trust.state(latest)
-            trust.first_intact(_twins(w, file.suffix))
+            same = latest is not None and _same_bytes(latest, w, file.suffix)
+            kept = same and latest is not None and trust.state(latest) == "ok"
+            twin = trust.first_intact(_twins(w, file.suffix))
+            if storage.remote and not kept and twin is None:
+                # an upload takes long: never under the registry's lock, which every saver
+                # of the instance waits on
+                key = f"{new_id('file')}{file.suffix}"
+                storage.place(w.temp_path, key, sync)
+                placed.append(key)
+                early.append(key)
+            else:
+                early.append(None)
         with reg.transaction(to_disk=sync):
-            for (i, file), w in zip(todo, written, strict=True):
-                results[i] = _commit(file, w, run, instance, trust, placed, sync)
+            for (i, file), w, uploaded in zip(todo, written, early, strict=True):
+                results[i] = _commit(file, w, run, instance, trust, placed, sync, uploaded)
     except BaseException:
-        for path in placed:
-            remove_path(path)
+        for key in placed:
+            storage.remove(key)
         raise
     finally:
-        for w in written:
+        for w, (_, file) in zip(written, todo, strict=False):
+            if storage.remote:
+                storage.keep(w.temp_path, (w.size, w.hash, w.hash_type), file.suffix)
             remove_path(w.temp_path)
+    used = {str(r.file.key) for r in results if r is not None}
+    for key in placed:
+        if key not in used:  # another save of the same bytes committed first
+            storage.remove(key)
     done = [r for r in results if r is not None]
     for (_, file), result in zip(todo, (results[i] for i, _ in todo), strict=True):
         assert result is not None
@@ -281,12 +295,13 @@ def _commit(
     run: Any,
     instance: inst.Instance,
     trust: StoredBytes,
-    placed: list[Path],
+    placed: list[str],
     sync: bool,
+    early: str | None,
 ) -> Saved:
-    """One File's record, inside the caller's transaction."""
-    from .storage.objects import move_into_place
-
+    """One File's record, inside the caller's transaction. `early` is the key its bytes were
+    uploaded to before the transaction, if they were."""
+    storage = instance.storage
     latest = _latest(file.name)
     note = ""
     if latest is not None and _same_bytes(latest, written, file.suffix):
@@ -294,21 +309,23 @@ def _commit(
         if state == "ok":
             return Saved(latest, "unchanged")
         if state == "missing":  # the same bytes, just written: put them back where they were
-            move_into_place(written.temp_path, stored_path(latest), sync)
+            storage.place(written.temp_path, str(latest.key), sync)
             trust.states[str(latest.key)] = "ok"
             return Saved(latest, "unchanged", "its missing bytes were restored")
         note = f"the bytes of {label(latest)} are damaged ({command('check')} lists them)"
     version = _next_version(file.name)
     status = "new" if version == 1 else "new version"
-    file_id = new_id("file")
+    file_id = early[:20] if early else new_id("file")
     twin = trust.first_intact(_twins(written, file.suffix))
     if twin is not None:
         key = str(twin.key)
+    elif early is not None:
+        key = early
+        trust.states[key] = "ok"
     else:
         key = f"{file_id}{file.suffix}"
-        path = instance.root / key
-        move_into_place(written.temp_path, path, sync)
-        placed.append(path)
+        storage.place(written.temp_path, key, sync)
+        placed.append(key)
         trust.states[key] = "ok"
     stored = reg.File.create(
         id=file_id,
@@ -384,53 +401,30 @@ def record_input(file: reg.File) -> None:
             )
 
 
-def existing_path(file: reg.File) -> Path:
-    """Where the file's bytes are, or IntegrityError when they are gone."""
-    path = stored_path(file)
-    if not path.exists():
-        raise IntegrityError(
-            f"the bytes of {label(file)} are missing ({path}); {command('check')} lists "
-            "what else is"
-        )
-    return path
+def stored_bytes(file: reg.File) -> Path:
+    """A path on this machine holding the file's stored bytes, or IntegrityError when they
+    are gone. A bucket's are verified on the way (they come through the cache, whose entries
+    are re-hashed before use); a folder's when `read_stored` reads them."""
+    return inst.current().storage.local(file.key, recorded(file), label(file), verify=False)
 
 
-def verify_file(file: reg.File, path: Path | None = None) -> None:
-    """Raise IntegrityError unless the stored bytes (at `path`, when the caller has found
-    them already) have the recorded size and hash."""
-    from .storage.hashing import hash_path, mismatch
-
-    found = hash_path(path or existing_path(file))
-    differs = mismatch((file.size, file.hash, file.hash_type), found)
-    if differs:
-        raise IntegrityError(
-            f"the bytes of {label(file)} do not match their record ({differs}): the bytes or "
-            f"the record were changed; {command('check')} lists what else was"
-        )
-
-
-def read_stored(
-    file: reg.File, fmt: Any, read: Any, verify: bool, verb: str, path: Path | None = None
-) -> Any:
-    """`read(path)` of the file's stored bytes, then the file is an input of the current run.
-
-    `verify` re-hashes the bytes first; a library failing to read them is one line (and,
-    unverified, the bytes are checked then, to say whether they were damaged)."""
-    from .storage.hashing import folder_files
+def read_stored(file: reg.File, fmt: Any, read: Any, verify: bool, verb: str, path: Path) -> Any:
+    """`read(path)` of the file's stored bytes (found by `stored_bytes`), then the file is an
+    input of the current run. `verify` re-hashes them first; a library failing to read them
+    is one line (and, unverified, the bytes are checked then, to say whether they were
+    damaged)."""
+    from .storage.backends import verify_bytes
     from .storage.objects import library_reason
 
-    path = path or existing_path(file)
-    if verify:
-        verify_file(file, path)
-    elif path.is_dir():
-        folder_files(path)  # refuses links out of the folder
+    if verify and not inst.current().storage.remote:
+        verify_bytes(path, recorded(file), label(file))
     try:
         obj = read(path)
     except (LaminMagicError, MemoryError):
         raise
     except Exception as e:  # the library could not read it: damaged bytes, or a missing library
         if not verify:
-            verify_file(file, path)
+            verify_bytes(path, recorded(file), label(file))
         raise IntegrityError(
             f"cannot {verb} {label(file)} ({fmt.name}): {library_reason(e)}"
         ) from e
@@ -449,7 +443,7 @@ def load_file(file: reg.File, verify: bool = True, allow_pickle: bool = False) -
 
     if file._object is not None and not file.key:
         return file._object
-    path = existing_path(file)
+    path = stored_bytes(file)
     fmt = format_for_suffix(file.suffix, allow_pickle, path)
     return read_stored(file, fmt, fmt.load, verify, "load", path)
 
@@ -466,7 +460,7 @@ def open_file(file: reg.File, engine: str | None = None, verify: bool = True) ->
     (they are read later, so it vouches for them as they are now)."""
     from .storage.formats import format_for_suffix
 
-    path = existing_path(file)
+    path = stored_bytes(file)
     fmt = format_for_suffix(file.suffix, allow_pickle=True)  # found, not yet used
     if fmt.open is None:
         how = command("load", label(file))

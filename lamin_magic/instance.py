@@ -27,7 +27,9 @@ from . import registry as reg
 from .databases import is_database_url, shown_url
 from .errors import InstanceError, command, printable
 from .ids import new_id
+from .storage.backends import Storage, is_bucket_url, storage_for
 from .storage.keys import TEMP_DIR_NAME, is_stored_name
+from .storage.objectstore import ObjectStore
 
 REGISTRY_SUFFIX = ".lndb"
 # in a team instance's folder: its registry is elsewhere (a database), so no instance is
@@ -37,13 +39,21 @@ TEAM_MARKER = ".lamin-team"
 
 @dataclass
 class Instance:
-    root: Path
+    root: Path | str  # a folder, or (a team instance's) a bucket: s3://BUCKET/PREFIX
     # the SQLite file's path, or the PostgreSQL URL (which may hold a password: never shown;
     # `registry_shown` is what messages print)
     registry: str
     storage_id: str
     how: str  # why this instance was chosen, for the message printed on load
     _user_id: str | None = None
+    _storage: Storage | None = None
+
+    @property
+    def storage(self) -> Storage:
+        """Where its objects are: a Folder or a Bucket (storage/backends.py)."""
+        if self._storage is None:
+            self._storage = storage_for(self.root)
+        return self._storage
 
     @property
     def team(self) -> bool:
@@ -80,7 +90,8 @@ class Instance:
 
     @property
     def temp_dir(self) -> Path:
-        return self.root / TEMP_DIR_NAME
+        """Where a local instance's writers write their temporaries."""
+        return Path(self.root) / TEMP_DIR_NAME
 
     @property
     def identity(self) -> str:
@@ -88,6 +99,7 @@ class Instance:
         storage id of its registry (another registry put in the same folder is not trusted)."""
         if self.team:
             return f"{self.registry_shown}#{self.storage_id}"
+        assert isinstance(self.root, Path)
         return f"{os.path.realpath(self.root)}#{self.storage_id}"
 
 
@@ -95,7 +107,7 @@ class Instance:
 class Choice:
     """An instance named by init, the environment or a setting, and why."""
 
-    root: Path | None  # None: a team instance's root is read from its registry
+    root: Path | str | None  # None: a team instance's root is read from its registry
     db: str | None  # a PostgreSQL URL: a team instance
     how: str
 
@@ -160,7 +172,7 @@ def resolve() -> Choice:
     return Choice(default_root(), None, "the default per-user instance")
 
 
-def resolve_root() -> tuple[Path, str]:
+def resolve_root() -> tuple[Path | str, str]:
     """The instance folder to use and why (a team instance's, once it is open)."""
     chosen = resolve()
     if chosen.root is None:
@@ -253,7 +265,7 @@ def open_instance(root: Path, how: str, create: bool = True) -> Instance:
     return _opened(root, str(registry_path), str(storage.id), how)
 
 
-def _opened(root: Path, registry: str, storage_id: str, how: str) -> Instance:
+def _opened(root: Path | str, registry: str, storage_id: str, how: str) -> Instance:
     user = reg.User.get_or_none(reg.User.handle == current_user_handle())
     return Instance(root, registry, storage_id, how, user.id if user else None)
 
@@ -262,23 +274,26 @@ def _first_storage() -> reg.Storage | None:
     return reg.Storage.select().order_by(reg.Storage.created_at).first()
 
 
-def _storage(root: Path) -> reg.Storage:
+def _storage(root: Path | str) -> reg.Storage:
     """The instance's storage record, created with the instance (under the write lock, so
     opening an instance in use never waits on a writer)."""
     storage = _first_storage()
     if storage is None:
+        kind = "s3" if isinstance(root, str) else "local"
         with reg.db.atomic():
             storage = _first_storage() or reg.Storage.create(
-                id=new_id("storage"), root=str(root), type="local"
+                id=new_id("storage"), root=str(root), type=kind
             )
     return storage
 
 
-def open_team(url: str, root: Path | None, how: str, create: bool = True) -> Instance:
-    """Bind the registry at `url` (PostgreSQL). With `root` and `create`, an instance is
-    created there if the database holds none; without `root`, the instance's storage is read
-    from its registry (joining)."""
-    if root is not None:
+def open_team(url: str, root: Path | str | None, how: str, create: bool = True) -> Instance:
+    """Bind the registry at `url` (PostgreSQL). With `root` (a folder, or a bucket
+    s3://BUCKET/PREFIX) and `create`, an instance is created there if the database holds
+    none; without `root`, the instance's storage is read from its registry (joining)."""
+    if isinstance(root, str):
+        root = ObjectStore(root).url  # one spelling of the bucket's URL
+    elif root is not None:
         root = root.expanduser().absolute()
         if root.is_dir() and find_registry(root) is not None:
             raise InstanceError(
@@ -293,7 +308,7 @@ def open_team(url: str, root: Path | None, how: str, create: bool = True) -> Ins
                 f"the registry {shown_url(url)} holds no instance yet; create one: "
                 f"lamin-magic init PATH --db {shown_url(url)}"
             )
-        if storage is not None and root is not None and Path(str(storage.root)) != root:
+        if storage is not None and root is not None and _root_of(storage) != root:
             raise InstanceError(
                 f"the registry {shown_url(url)} is the instance stored at "
                 f"{printable(str(storage.root))}, not {root}; join it without a path: "
@@ -301,14 +316,24 @@ def open_team(url: str, root: Path | None, how: str, create: bool = True) -> Ins
             )
         if storage is None:
             assert root is not None
-            _team_folder(root, create=True)
+            if isinstance(root, str):
+                ObjectStore(root).check()  # reachable, and ours to list, write and delete in
+            else:
+                _team_folder(root, create=True)
             storage = _storage(root)
-        found = Path(str(storage.root))
-        _team_folder(found, create=False)
+        found = _root_of(storage)
+        if isinstance(found, Path):
+            _team_folder(found, create=False)
     except BaseException:
         reg.close_registry()
         raise
     return _opened(found, url, str(storage.id), how)
+
+
+def _root_of(storage: reg.Storage) -> Path | str:
+    """A storage record's root: a bucket's URL as it is, a folder as a Path."""
+    root = str(storage.root)
+    return root if storage.type == "s3" or is_bucket_url(root) else Path(root)
 
 
 def _team_folder(root: Path, create: bool) -> None:
@@ -356,11 +381,18 @@ def init(
     global _explicit, _current
     if db is not None:
         url = check_url(db, "db=")
-        root = None if path is None else Path(_path_text(path))
+        text = None if path is None else _path_text(path)
+        root = text if is_bucket_url(text) else None if text is None else Path(text)
         instance = open_team(url, root, how, create=create)
         _explicit, _current = Choice(None, url, how), instance
     else:
-        instance = open_instance(Path(_path_text(path)), how, create=create)
+        text = _path_text(path)
+        if is_bucket_url(text):
+            raise InstanceError(
+                "a bucket holds a team instance's objects; its registry is a PostgreSQL "
+                f"database: lm.init({text!r}, db='postgresql://USER@HOST/DB')"
+            )
+        instance = open_instance(Path(text), how, create=create)
         _explicit, _current = Choice(instance.root, None, how), instance
     if allow_pickle is not None:
         set_pickle_trust(instance, allow_pickle)
@@ -423,7 +455,7 @@ def current(create: bool = True) -> Instance:
         if chosen.db is not None:
             _current = open_team(chosen.db, chosen.root, chosen.how, create=False)
         else:
-            assert chosen.root is not None
+            assert isinstance(chosen.root, Path)
             _current = open_instance(chosen.root, chosen.how, create=create)
     return _current
 
@@ -437,7 +469,7 @@ def _bound(instance: Instance) -> bool:
 def _is(instance: Instance, chosen: Choice) -> bool:
     if chosen.db is not None:
         return instance.registry == chosen.db
-    assert chosen.root is not None
+    assert isinstance(chosen.root, Path)
     return not instance.team and instance.root == chosen.root.expanduser().absolute()
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from . import instance as inst
 from . import registry as reg
 from .errors import IntegrityError, printable
-from .storage.keys import TEMP_DIR_NAME, is_stored_name, is_temp_name, object_path
+from .storage.keys import TEMP_DIR_NAME, is_stored_name, is_temp_name
 
 # The kinds of problem: missing (a record whose bytes are gone), mismatch (bytes that differ
 # from their record), unsafe (a record whose key is not a name lamin_magic gives, or names a
@@ -95,11 +95,11 @@ def check(repair: bool = False, verify_hashes: bool = True, progress: bool | Non
 
     `progress=None` shows a bar on a terminal or in Jupyter when there is much to hash.
     """
-    from .storage.hashing import hash_path, mismatch
+    from .storage.hashing import mismatch
 
     instance = inst.current()
-    root = instance.root
-    report = Report(str(root))
+    storage = instance.storage
+    report = Report(storage.shown)
     columns = "id, name, version, key, size, hash, hash_type"
     # a tombstone (gc removed its bytes, the record stays for lineage) has no bytes to check
     records: list[Any] = reg.db.execute_sql(
@@ -116,13 +116,12 @@ def check(repair: bool = False, verify_hashes: bool = True, progress: bool | Non
             recorded = (size, digest, hash_type)
             found = Problem("missing", str(key), "", file_id, name, version)
             try:
-                path = object_path(root, key, f"{name}@{version}")
+                found.path = storage.where(key, f"{name}@{version}")
             except IntegrityError as e:
                 found.kind, found.detail = "unsafe", f"{e}; not read"
                 report.problems.append(found)
                 continue
-            found.path = str(path)
-            if not path.exists():
+            if not storage.exists(key):
                 found.detail = "no bytes at this path"
                 report.problems.append(found)
                 continue
@@ -130,7 +129,7 @@ def check(repair: bool = False, verify_hashes: bool = True, progress: bool | Non
                 continue
             if key not in hashed:
                 try:
-                    hashed[key] = digested = hash_path(path)
+                    hashed[key] = digested = storage.digest(key)
                     report.bytes_hashed += digested[0]
                 except IntegrityError as e:  # a link or a pipe inside a stored folder
                     hashed[key] = e
@@ -146,10 +145,16 @@ def check(repair: bool = False, verify_hashes: bool = True, progress: bool | Non
 
 
 def scan_folder(instance: inst.Instance, repair: bool) -> tuple[int, list[Problem]]:
-    """What the folder holds that no record uses; with `repair`, orphans and temporaries
-    removed. Under the registry's write lock no save is between its rename and its commit,
-    so what no record points at then is a true orphan; the keys are read under the lock."""
+    """What the folder (or bucket) holds that no record uses; with `repair`, orphans and
+    temporaries removed. Under the registry's write lock no save is between its rename and
+    its commit, so what no record points at then is a true orphan; the keys are read under
+    the lock. A bucket's objects are uploaded before that lock is taken: one that no record
+    uses is an orphan only once it is older than the upload grace (LAMIN_MAGIC_UPLOAD_GRACE,
+    an hour), else it may be the upload of a save still running."""
+    from .storage.backends import Bucket
     from .storage.objects import remove_path
+
+    storage = instance.storage
 
     with reg.db.atomic():
         # a record's own name counts too: bytes whose record's key was edited are not orphans
@@ -159,12 +164,47 @@ def scan_folder(instance: inst.Instance, repair: bool) -> tuple[int, list[Proble
             " WHERE purged_at IS NULL AND (key IS NULL OR key <> id || suffix)"
         )
         keys = {key for (key,) in rows.fetchall()}
-        objects, problems = _scan_folder(instance, keys)
+        if isinstance(storage, Bucket):
+            objects, problems = _scan_bucket(storage, keys)
+        else:
+            objects, problems = _scan_folder(instance, keys)
         if repair:
             for problem in problems:
                 if problem.kind in ("orphan", "temporary"):
-                    remove_path(Path(problem.path))
+                    if isinstance(storage, Bucket):
+                        storage.remove(problem.path.rpartition("/")[2])
+                    else:
+                        remove_path(Path(problem.path))
                     problem.repaired = True
+    return objects, problems
+
+
+def _scan_bucket(storage: Any, keys: set[str]) -> tuple[int, list[Problem]]:
+    """(stored objects, problems) of a bucket: like `_scan_folder`, with the upload grace."""
+    from .storage.backends import age, upload_grace
+
+    grace = upload_grace()
+    problems: list[Problem] = []
+    objects = 0
+    for entry in storage.store.entries():
+        objects += 1
+        where = f"{storage.shown}/{entry.key}"
+        if entry.key in keys:
+            continue
+        if not is_stored_name(entry.key):
+            problems.append(Problem("stranger", where, "not written by lamin_magic; left alone"))
+        elif age(entry.modified) < grace:
+            problems.append(
+                Problem(
+                    "writing",
+                    where,
+                    f"no record yet: a save uploaded it {age(entry.modified):.0f} s ago",
+                )
+            )
+        else:
+            problems.append(
+                Problem("orphan", where, "no record points at it (a save or gc interrupted)")
+            )
     return objects, problems
 
 
@@ -190,7 +230,7 @@ def _scan_folder(instance: inst.Instance, keys: set[str]) -> tuple[int, list[Pro
     anything else, and every symbolic link, is a stranger: listed, never followed, never
     removed.
     """
-    root = instance.root
+    root = Path(instance.root)
     registry = instance.registry_path
     ends = ("", "-wal", "-shm", "-journal")
     registry_names = {registry.name + end for end in ends} if registry else {inst.TEAM_MARKER}
@@ -216,11 +256,21 @@ def _scan_folder(instance: inst.Instance, keys: set[str]) -> tuple[int, list[Pro
     for entry in sorted(temp_dir.iterdir()):
         if not is_temp_name(entry.name) or entry.is_symlink():
             problems.append(Problem("stranger", str(entry), _stranger(entry)))
-        elif writer_alive(entry):
+        elif writer_alive(entry) or (instance.team and _young(entry)):
+            # a shared folder's temporaries may be written on other machines: by age there
             problems.append(Problem("writing", str(entry), "a save in progress"))
         else:
             problems.append(Problem("temporary", str(entry), "an interrupted save"))
     return objects, problems
+
+
+def _young(entry: Path) -> bool:
+    from .storage.backends import age, upload_grace
+
+    try:
+        return age(entry.lstat().st_mtime) < upload_grace()
+    except FileNotFoundError:
+        return False
 
 
 def _stranger(entry: Path) -> str:

@@ -18,7 +18,6 @@ never shares bytes of a record gc has collected.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from . import files
 from . import instance as inst
@@ -146,10 +145,15 @@ def gc(dry_run: bool = False) -> Collected:
             return report
     # committed; now, under the lock again, the bytes no record outside the trash uses, and
     # any that a gc or a save killed earlier left behind
+    with reg.db.atomic():
+        for key in sorted(_unused_keys(set(sizes))):
+            instance.storage.remove(key)
+            report.removed.append(key)
+            report.freed += sizes[key]
     _, problems = scan_folder(instance, repair=True)
     for problem in problems:
-        if problem.kind == "orphan" and problem.repaired:
-            key = Path(problem.path).name
+        key = problem.path.rpartition("/")[2]
+        if problem.kind == "orphan" and problem.repaired and key not in report.removed:
             report.removed.append(key)
             report.freed += sizes.get(key) or 0
     return report

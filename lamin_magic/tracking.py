@@ -28,7 +28,7 @@ class Context:
 
     transform: Any = None
     run: Any = None
-    instance_root: Path | None = None
+    instance_root: Path | str | None = None
     how: str = ""  # how the notebook was found, or why not
     cell: int | None = None  # the execution count of the cell running now
     registry: str | None = None  # the registry the run is in: a path or a database URL

@@ -450,3 +450,25 @@ def info() -> Table:
         ["pickle", "allowed" if inst.pickle_allowed() else "off"],
     ]
     return Table("lamin_magic", ["what", "value"], rows)
+
+
+def cache_summary(clear: bool = False) -> str:
+    """The local cache of downloaded objects: where, how full, its entries; or cleared."""
+    from .storage.cache import Cache
+
+    cache = Cache()
+    if clear:
+        freed = cache.clear()
+        return printable(f"cleared the cache {cache.folder}: {human_size(freed)} freed")
+    entries = cache.entries()
+    total = sum(size for _, size, _ in entries)
+    lines = [
+        f"cache {cache.folder}: {len(entries)} entries, {human_size(total)} of "
+        f"{human_size(cache.limit)} (LAMIN_MAGIC_CACHE_LIMIT)"
+    ]
+    for name, size, used in entries[:20]:
+        when = dt.datetime.fromtimestamp(used, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        lines.append(f"  {name}  {human_size(size)}  used {when}")
+    if len(entries) > 20:
+        lines.append(f"  ... and {len(entries) - 20} more")
+    return printable("\n".join(lines))

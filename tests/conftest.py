@@ -21,6 +21,10 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 ENV_VARS = (
     "LAMIN_MAGIC_ROOT",
+    "LAMIN_MAGIC_DB",
+    "LAMIN_MAGIC_CACHE",
+    "LAMIN_MAGIC_CACHE_LIMIT",
+    "LAMIN_MAGIC_UPLOAD_GRACE",
     "LAMIN_MAGIC_NOTEBOOK",
     "LAMIN_MAGIC_USER",
     "LAMIN_MAGIC_AUTOLOAD",
@@ -44,6 +48,7 @@ def isolated(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
     monkeypatch.chdir(home)
     forget_instance()
     formats._ensure_builtin()

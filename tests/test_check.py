@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pandas as pd
 from conftest import stored_objects
@@ -70,6 +71,8 @@ def test_orphans_and_temporaries_are_listed_then_repaired(inst):
     stranger.write_text("the user's own file")
     dead = inst.temp_dir / f"999999999-{'0123' * 8}.parquet.partial"
     dead.write_bytes(b"half")
+    # two hours old: on a team's shared folder, a younger one may be another machine's save
+    os.utime(dead, (time.time() - 7200, time.time() - 7200))
     writing = inst.temp_dir / f"{os.getpid()}-{'4567' * 8}.parquet.partial"
     writing.write_bytes(b"a save in progress")
     report = check()

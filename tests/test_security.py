@@ -151,6 +151,7 @@ def test_every_cli_command_has_help():
             "source",
             "env",
             "lineage",
+            "cache",
         )
     }
     for name, sub in choices.items():

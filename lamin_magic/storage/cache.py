@@ -229,6 +229,23 @@ class Cache:
         finally:
             _remove(temp)
 
+    def adopt(self, temp: Path, recorded: tuple[int, str, str], suffix: str) -> None:
+        """Make `temp`, bytes just written and hashed to `recorded` on the cache's disk (an
+        upload's source), the entry for those bytes: a load after a save downloads nothing.
+        Nothing happens when the entry exists already or `temp` is gone."""
+        _, digest, hash_type = recorded
+        name = self._entry_name(digest, hash_type, suffix, str(temp))
+        target = self.folder / name
+        if os.path.lexists(target) or not os.path.lexists(temp):
+            return
+        try:
+            os.rename(temp, target)
+        except OSError:  # another process made the entry meanwhile
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(target, follow_symlinks=False)
+        self.evict(keep=name)
+
     def entries(self) -> list[tuple[str, int, float]]:
         """(name, size in bytes, last use as epoch seconds) of every entry, newest first."""
         found = []
