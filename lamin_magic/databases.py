@@ -12,6 +12,7 @@ engine's own text (cached). Where the words differ, a method says it per engine.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -324,19 +325,41 @@ class PostgresRegistry(Registry, pw.PostgresqlDatabase):
             raise postgres_error(e, self.location) from e
 
     def execute_sql(self, sql: str, params: Any = None) -> Any:
-        try:
-            return super().execute_sql(sql, params)
-        except (pw.IntegrityError, pw.DataError, pw.NotSupportedError):
-            raise
-        except (pw.OperationalError, pw.DatabaseError, pw.InterfaceError) as e:
-            raise postgres_error(e, self.location) from e
-        except OverflowError as e:
-            raise InvalidArgumentError(
-                "a number is too large for the registry (at most 2**63 - 1)"
-            ) from e
+        for attempt in (1, 2):
+            try:
+                return super().execute_sql(sql, params)
+            except (pw.IntegrityError, pw.DataError, pw.NotSupportedError):
+                raise
+            except (pw.OperationalError, pw.DatabaseError, pw.InterfaceError) as e:
+                if attempt == 1 and self._reconnected():
+                    continue
+                raise postgres_error(e, self.location) from e
+            except OverflowError as e:
+                raise InvalidArgumentError(
+                    "a number is too large for the registry (at most 2**63 - 1)"
+                ) from e
+        raise AssertionError("unreachable")
+
+    def _reconnected(self) -> bool:
+        """After the server closed our connection (a restart, an idle timeout, a failover),
+        outside a transaction: forget it, so the next statement connects again. A kernel
+        keeps working across a server restart; inside a transaction the error stands."""
+        state = self._state  # type: ignore[attr-defined]
+        conn = state.conn
+        if conn is None or not getattr(conn, "closed", False) or self.in_transaction():
+            return False
+        with contextlib.suppress(Exception):
+            conn.close()
+        state.reset()
+        return True
 
     def begin(self, isolation_level: Any = None) -> None:
-        super().begin(isolation_level)
+        try:
+            super().begin(isolation_level)
+        except (pw.OperationalError, pw.InterfaceError) as e:
+            if not self._reconnected():
+                raise postgres_error(e, self.location) from e
+            super().begin(isolation_level)
         self.execute_sql("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
 
     def schema_version(self) -> int:

@@ -286,15 +286,17 @@ def show_file(spec: str) -> Sections:
     )
     made = Table(
         "made by",
-        ["run", "transform", "type", "title", "started", "finished"],
+        ["run", "user", "transform", "type", "title", "started", "finished"],
         [],
         empty="no run recorded",
     )
     if file.run_id:
         run = reg.Run.get_or_none(reg.Run.id == file.run_id)
         if run is not None:
-            t = run.transform
-            made.rows.append([run.id, t.name, t.type, t.title, run.created_at, run.finished_at])
+            t, who = run.transform, run.created_by.handle
+            made.rows.append(
+                [run.id, who, t.name, t.type, t.title, run.created_at, run.finished_at]
+            )
             if run.snapshot:
                 made.footer = (
                     f"its {t.type} as saved when the run ended: lamin-magic source {run.id} "
@@ -312,13 +314,15 @@ def show_file(spec: str) -> Sections:
     )
     readers = Table(
         "read by",
-        ["run", "transform", "type", "started"],
+        ["run", "user", "transform", "type", "started"],
         [
-            [r.id, r.transform.name, r.transform.type, r.created_at]
-            for r in reg.Run.select(reg.Run, reg.Transform)
+            [r.id, r.created_by.handle, r.transform.name, r.transform.type, r.created_at]
+            for r in reg.Run.select(reg.Run, reg.Transform, reg.User)
             .join(reg.RunInput, on=(reg.RunInput.run == reg.Run.id))
             .switch(reg.Run)
             .join(reg.Transform)
+            .switch(reg.Run)
+            .join(reg.User)
             .where(reg.RunInput.file == file.id)
             .order_by(reg.Run.created_at.desc())
         ],

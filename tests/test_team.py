@@ -289,3 +289,32 @@ def test_a_notebook_in_a_real_kernel_saves_to_the_team(pg_url, tmp_path):
     assert (file.run.transform.name, file.run.transform.type) == ("analysis", "notebook")
     assert file.run.transform.title == "Team work"
     assert registry.Cell.select().where(registry.Cell.run == file.run_id).count() >= 2
+    run = registry.Run.get_by_id(file.run_id)  # ended at shutdown, with its environment
+    assert run.finished_at is not None and run.environment is not None
+    assert run.snapshot is not None  # the notebook as saved, in the team's registry
+    commands = {"ls": "from_kernel", "show from_kernel": "carol", "runs": "analysis"}
+    commands["lineage from_kernel"] = "analysis (notebook)"
+    for command, shown in commands.items():
+        out = cli("--db", pg_url, *command.split())
+        assert out.returncode == 0 and shown in out.stdout, (command, out)
+
+
+def test_a_kernel_keeps_working_when_the_server_drops_its_connection(pg_url, tmp_path):
+    lm.init(tmp_path / "team", db=pg_url)
+    lm.add(lm.File(pd.DataFrame({"a": [1]}), name="before"))
+    database = urllib.parse.urlsplit(pg_url).path.strip("/")
+    with RegistrySQL(instance.current()) as con:  # a restart or an idle timeout, as it looks
+        killed = con.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = ? AND pid <> pg_backend_pid()",
+            (database,),
+        ).fetchone()[0]
+    assert killed >= 1
+    assert lm.load("before").a.tolist() == [1]  # reconnected
+    with RegistrySQL(instance.current()) as con:
+        con.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = ? AND pid <> pg_backend_pid()",
+            (database,),
+        )
+    assert lm.add(lm.File(pd.DataFrame({"a": [2]}), name="after")).version == 1  # a write too
