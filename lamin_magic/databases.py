@@ -384,12 +384,33 @@ class PostgresRegistry(Registry, pw.PostgresqlDatabase):
         self.execute_sql(f"COMMENT ON TABLE \"file\" IS 'lamin_magic schema {int(version)}'")
 
     def columns_of(self, table: str) -> set[str]:
+        # the catalog, not information_schema: that one hides what the user may not read
         rows = self.execute_sql(
-            "SELECT column_name FROM information_schema.columns"
-            " WHERE table_name = %s AND table_schema = current_schema()",
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(quote_ident(%s))"
+            " AND attnum > 0 AND NOT attisdropped",
             (table,),
         ).fetchall()
         return {r[0] for r in rows}
+
+    def audit(self, expected: dict[str, set[str]]) -> None:
+        """Also: the user may read and write every table (a member's rights are the
+        database owner's to grant; without them, every save would fail half-way)."""
+        denied = [
+            table
+            for table in expected
+            if not self.execute_sql(
+                "SELECT to_regclass(quote_ident(%s)) IS NULL OR has_table_privilege("
+                "to_regclass(quote_ident(%s)), 'SELECT, INSERT, UPDATE, DELETE')",
+                (table, table),
+            ).fetchone()[0]
+        ]
+        if denied:
+            raise InstanceError(
+                f"cannot use the registry {self.location}: permission denied on its tables "
+                f"({', '.join(sorted(denied))}); ask the database's owner: GRANT SELECT, "
+                "INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO USER"
+            )
+        super().audit(expected)
 
     @contextmanager
     def write_transaction(self, to_disk: bool) -> Iterator[None]:
@@ -451,8 +472,10 @@ def postgres_error(error: Exception, where: str) -> Exception:
         why = "that user does not exist on the server; fix the user in the URL"
     elif "permission denied" in lowered or "must be owner" in lowered:
         why = (
-            "the user may not create or change the registry's tables; ask the database's "
-            "owner to grant it (GRANT CREATE ON SCHEMA public TO USER), or use another user"
+            "permission denied: the user may not create, read or write the registry's "
+            "tables; ask the database's owner to grant it (init: GRANT CREATE ON SCHEMA "
+            "public TO USER; members: GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN "
+            "SCHEMA public TO USER), or use another user"
         )
     elif "lock timeout" in lowered or "canceling statement due to lock" in lowered:
         return RegistryBusyError(f"the registry {where} is busy: another writer holds its lock")

@@ -210,18 +210,10 @@ def _scan_bucket(storage: Any, keys: set[str]) -> tuple[int, list[Problem]]:
 
 def writer_alive(temp: Path) -> bool:
     """Whether the process that writes this temporary (its name starts with its pid) runs."""
-    import os
+    from .processes import pid_alive
 
     pid = temp.name.split("-", 1)[0]
-    if not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid.isdigit() and pid_alive(int(pid))
 
 
 def _scan_folder(instance: inst.Instance, keys: set[str]) -> tuple[int, list[Problem]]:

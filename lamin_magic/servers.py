@@ -10,6 +10,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from .processes import pid_alive
+
 TOTAL_TIMEOUT = 0.5  # seconds for all servers together: this runs while a kernel starts
 
 
@@ -28,13 +30,7 @@ def kernel_id() -> str | None:
 def _pid_alive(pid: Any) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return True  # no pid recorded: let the request decide
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def running_servers() -> list[dict[str, Any]]:

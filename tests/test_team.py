@@ -190,7 +190,7 @@ def one_line_within(seconds: float, call, match: str, secret: str | None = None)
 
 
 def test_every_bad_set_up_is_one_line_with_the_fix(postgres_server, pg_url, tmp_path):
-    from servers import free_ports
+    from servers import create_database, free_ports
 
     closed = free_ports(1)[0]
     down = f"postgresql://postgres@127.0.0.1:{closed}/x"
@@ -232,6 +232,17 @@ def test_every_bad_set_up_is_one_line_with_the_fix(postgres_server, pg_url, tmp_
         hba.write_text(original)
         with RegistrySQL(instance.Instance(tmp_path, postgres_server.url, "", "")) as con:
             con.execute("SELECT pg_reload_conf()")
+    # a user without the rights: to create the tables, or to read them
+    with RegistrySQL(instance.Instance(tmp_path, pg_url, "", "")) as con:
+        con.execute("CREATE ROLE reader LOGIN")
+    reader = parts._replace(netloc=f"reader@{parts.hostname}:{parts.port}").geturl()
+    instance.reset()
+    empty = create_database(postgres_server, "t_empty_" + str(os.getpid()))
+    empty_reader = urllib.parse.urlsplit(empty)._replace(
+        netloc=urllib.parse.urlsplit(reader).netloc
+    )
+    one_line_within(10, lambda: lm.init(tmp_path / "r", db=empty_reader.geturl()), "GRANT CREATE")
+    one_line_within(10, lambda: lm.init(db=reader), "permission denied")
     # the registry names its folder: another folder is refused, a missing one explained
     instance.reset()
     one_line_within(10, lambda: lm.init(tmp_path / "other", db=pg_url), "join it without a path")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import IntegrityError, InvalidArgumentError, printable
+from ..processes import pid_alive
 from .hashing import hash_path, mismatch
 from .keys import SUFFIX, TEMP_SUFFIX
 
@@ -113,16 +114,6 @@ def partial_name(pid: int | None = None) -> str:
     """A fresh hidden name for a download in progress by process `pid` (default: this one)."""
     pid = os.getpid() if pid is None else pid
     return f".{host_name()}-{pid}-{uuid.uuid4().hex}{TEMP_SUFFIX}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Cache:
@@ -303,5 +294,5 @@ class Cache:
         here = host_name()
         for name in names:
             found = PARTIAL.fullmatch(name)
-            if found and found["host"] == here and not _pid_alive(int(found["pid"])):
+            if found and found["host"] == here and not pid_alive(int(found["pid"])):
                 _remove(self.folder / name)
