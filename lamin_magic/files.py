@@ -236,7 +236,8 @@ def add_many(files: list[reg.File], labels: list[str] | None = None) -> list[Sav
         for (_, file), w in zip(todo, written, strict=True):  # hash twins before the lock
             latest = _latest(file.name)
             same = latest is not None and _same_bytes(latest, w, file.suffix)
-            kept = same and latest is not None and trust.state(latest) == "ok"
+            # the latest version's bytes are there, or these put them back at its key
+            kept = same and latest is not None and trust.state(latest) in ("ok", "missing")
             twin = trust.first_intact(_twins(w, file.suffix))
             if storage.remote and not kept and twin is None:
                 # an upload takes long: never under the registry's lock, which every saver
@@ -251,8 +252,7 @@ def add_many(files: list[reg.File], labels: list[str] | None = None) -> list[Sav
             for (i, file), w, uploaded in zip(todo, written, early, strict=True):
                 results[i] = _commit(file, w, run, instance, trust, placed, sync, uploaded)
     except BaseException:
-        for key in placed:
-            storage.remove(key)
+        _remove_quietly(storage, placed)
         raise
     finally:
         for w, (_, file) in zip(written, todo, strict=False):
@@ -260,15 +260,25 @@ def add_many(files: list[reg.File], labels: list[str] | None = None) -> list[Sav
                 storage.keep(w.temp_path, (w.size, w.hash, w.hash_type), file.suffix)
             remove_path(w.temp_path)
     used = {str(r.file.key) for r in results if r is not None}
-    for key in placed:
-        if key not in used:  # another save of the same bytes committed first
-            storage.remove(key)
+    # uploads another save of the same bytes made unnecessary by committing first; if this
+    # fails, check lists them as orphans: the save itself is done
+    _remove_quietly(storage, [key for key in placed if key not in used])
     done = [r for r in results if r is not None]
     for (_, file), result in zip(todo, (results[i] for i, _ in todo), strict=True):
         assert result is not None
         file.__data__ = dict(result.file.__data__)
         file._dirty.clear()
     return done
+
+
+def _remove_quietly(storage: Storage, keys: list[str]) -> None:
+    """Remove objects this save placed and no record uses; a failure leaves an orphan (which
+    check lists and repairs), never hides what happened to the save."""
+    for key in keys:
+        try:
+            storage.remove(key)
+        except (LaminMagicError, OSError):
+            continue
 
 
 def _already_stored(file: reg.File) -> bool:
