@@ -40,7 +40,7 @@ SAVER = textwrap.dedent(
         print(phase, flush=True)
 
     real_write, real_move = objects.write_temp, objects.move_into_place
-    real_commit = registry.db.commit
+    real_commit = registry.db.obj.commit  # the instance's database, behind the proxy
 
     def write_temp(*args):
         mark("writing")
@@ -57,7 +57,7 @@ SAVER = textwrap.dedent(
         mark("committed")
 
     objects.write_temp, objects.move_into_place = write_temp, move_into_place
-    registry.db.commit = commit
+    registry.db.obj.commit = commit
     rng = random.Random(seed)
     last = {}
     for i in range(1000):
