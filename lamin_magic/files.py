@@ -330,6 +330,13 @@ def _commit(
     if twin is not None:
         key = str(twin.key)
     elif early is not None:
+        # uploaded before the lock: still there now that we hold it (a repair elsewhere,
+        # misled by a wrong clock, may have taken it); no record goes without its bytes
+        if not storage.exists(early):
+            raise IntegrityError(
+                f"the upload of {file.name!r} ({early}) vanished before its record was "
+                f"written (a {command('repair')} elsewhere?); nothing was stored: save again"
+            )
         key = early
         trust.states[key] = "ok"
     else:

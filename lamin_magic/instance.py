@@ -52,7 +52,9 @@ class Instance:
     def storage(self) -> Storage:
         """Where its objects are: a Folder or a Bucket (storage/backends.py)."""
         if self._storage is None:
-            self._storage = storage_for(self.root)
+            root, storage_id = self.root, self.storage_id
+            verify = (lambda: check_mark(root, storage_id)) if self.team else None
+            self._storage = storage_for(root, verify)
         return self._storage
 
     @property
@@ -317,17 +319,102 @@ def open_team(url: str, root: Path | str | None, how: str, create: bool = True) 
         if storage is None:
             assert root is not None
             if isinstance(root, str):
+                _refuse_nested_bucket(root)
                 ObjectStore(root).check()  # reachable, and ours to list, write and delete in
             else:
                 _team_folder(root, create=True)
-            storage = _storage(root)
+            storage = _claim(root)
         found = _root_of(storage)
         if isinstance(found, Path):
             _team_folder(found, create=False)
+        check_mark(found, str(storage.id))
     except BaseException:
         reg.close_registry()
         raise
     return _opened(found, url, str(storage.id), how)
+
+
+def _claim(root: Path | str) -> reg.Storage:
+    """The instance's storage record, made under the registry's lock together with the mark
+    that tells its folder or bucket prefix as this instance's: no second instance is made on
+    the same place (its check --repair would remove this one's objects as orphans)."""
+    with reg.db.atomic():
+        storage = _first_storage()
+        if storage is not None:
+            return storage
+        storage_id = new_id("storage")
+        found = read_mark(root)
+        if found is not None:
+            raise InstanceError(
+                f"{printable(str(root))} already holds the objects of another team instance "
+                f"(storage {printable(found)}); join that one with its database's URL, or "
+                "choose an empty folder or prefix"
+            )
+        try:
+            if isinstance(root, str):
+                ObjectStore(root).write_marker(storage_id)
+            else:
+                with open(root / TEAM_MARKER, "x") as f:  # another instance's claim wins
+                    f.write(storage_id + "\n")
+        except FileExistsError as e:
+            raise InstanceError(
+                f"{root} was just claimed by another team instance; choose another folder"
+            ) from e
+        return reg.Storage.create(
+            id=storage_id, root=str(root), type="s3" if isinstance(root, str) else "local"
+        )
+
+
+def read_mark(root: Path | str) -> str | None:
+    """The storage id a team instance's folder or bucket prefix is marked with, if any."""
+    if isinstance(root, str):
+        return ObjectStore(root).read_marker()
+    try:
+        return (root / TEAM_MARKER).read_text(errors="replace").strip()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+
+
+def check_mark(root: Path | str, storage_id: str) -> None:
+    """Refuse a folder or prefix that is not this instance's: a mount point with nothing
+    mounted (saves would go to the local disk, and nobody else would see them), or the
+    place of another instance."""
+    found = read_mark(root)
+    if found == storage_id:
+        return
+    where = printable(str(root))
+    if found is None and isinstance(root, Path):
+        raise InstanceError(
+            f"the storage folder {where} is not this instance's (it lacks the instance's "
+            f"mark {TEAM_MARKER}): the shared folder is not mounted here; mount it at that path"
+        )
+    if found is None:
+        raise InstanceError(
+            f"{where} lacks the instance's mark {TEAM_MARKER} (another bucket or endpoint, or "
+            "the prefix was emptied): check the URL and AWS_ENDPOINT_URL"
+        )
+    raise InstanceError(
+        f"{where} holds the objects of another instance (storage {printable(found)}), not "
+        f"this registry's ({storage_id}); the registry or the folder was moved"
+    )
+
+
+def _refuse_nested_bucket(url: str) -> None:
+    """No team instance inside another's prefix, stored object or temporary."""
+    store = ObjectStore(url)
+    parts = store.prefix.split("/") if store.prefix else []
+    for part in parts:
+        if is_stored_name(part) or part.startswith("."):
+            raise InstanceError(
+                f"{url} is inside a stored object or a hidden folder ({part}); choose a prefix "
+                "of plain folder names"
+            )
+    for depth in range(len(parts)):
+        outer = f"s3://{store.bucket}" + ("/" + "/".join(parts[:depth]) if depth else "")
+        if ObjectStore(outer).read_marker() is not None:
+            raise InstanceError(
+                f"{url} is inside the team instance at {outer}; choose a prefix outside it"
+            )
 
 
 def _root_of(storage: reg.Storage) -> Path | str:
@@ -343,7 +430,6 @@ def _team_folder(root: Path, create: bool) -> None:
         refuse_inside_objects(root)
         try:
             root.mkdir(parents=True, exist_ok=True)
-            (root / TEAM_MARKER).touch()
         except OSError as e:
             raise InstanceError(f"cannot create the storage folder {root}: {e.strerror}") from e
     if not root.is_dir():

@@ -155,7 +155,7 @@ def scan_folder(instance: inst.Instance, repair: bool) -> tuple[int, list[Proble
     from .storage.objects import remove_path
 
     storage = instance.storage
-
+    storage.verify()  # a team's folder or prefix is this instance's: nothing of another's
     with reg.db.atomic():
         # a record's own name counts too: bytes whose record's key was edited are not orphans
         rows = reg.db.execute_sql(
@@ -181,11 +181,12 @@ def scan_folder(instance: inst.Instance, repair: bool) -> tuple[int, list[Proble
 
 def _scan_bucket(storage: Any, keys: set[str]) -> tuple[int, list[Problem]]:
     """(stored objects, problems) of a bucket: like `_scan_folder`, with the upload grace."""
-    from .storage.backends import age, upload_grace
+    from .storage.backends import upload_grace
 
     grace = upload_grace()
     problems: list[Problem] = []
     objects = 0
+    now = storage.store.server_time()  # ages by the server's clock: this one may be off
     for entry in storage.store.entries():
         objects += 1
         where = f"{storage.shown}/{entry.key}"
@@ -193,12 +194,12 @@ def _scan_bucket(storage: Any, keys: set[str]) -> tuple[int, list[Problem]]:
             continue
         if not is_stored_name(entry.key):
             problems.append(Problem("stranger", where, "not written by lamin_magic; left alone"))
-        elif age(entry.modified) < grace:
+        elif (now - entry.modified) < grace:
             problems.append(
                 Problem(
                     "writing",
                     where,
-                    f"no record yet: a save uploaded it {age(entry.modified):.0f} s ago",
+                    f"no record yet: a save uploaded it {(now - entry.modified):.0f} s ago",
                 )
             )
         else:

@@ -23,6 +23,7 @@ from kernels import clean_env, kernel, run_code
 import lamin_magic as lm
 from lamin_magic import instance, registry
 from lamin_magic.errors import InstanceError
+from lamin_magic.integrity import check
 
 
 def python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -329,3 +330,32 @@ def test_a_kernel_keeps_working_when_the_server_drops_its_connection(pg_url, tmp
             (database,),
         )
     assert lm.add(lm.File(pd.DataFrame({"a": [2]}), name="after")).version == 1  # a write too
+
+
+def test_a_shared_folder_is_one_instance_s_and_must_be_mounted(postgres_server, pg_url, tmp_path):
+    from servers import create_database
+
+    root = tmp_path / "mnt" / "lab"
+    lm.init(root, db=pg_url)
+    lm.add(lm.File(pd.DataFrame({"a": [1]}), name="kept"))
+    instance.reset()
+    other = create_database(postgres_server, "t_twin_" + str(os.getpid()))
+    with pytest.raises(InstanceError, match="already holds the objects of another team"):
+        lm.init(root, db=other)
+    # the share is unmounted: its mount point is there, empty
+    (tmp_path / "mnt").rename(tmp_path / "away")
+    root.mkdir(parents=True)
+    with pytest.raises(InstanceError, match="not mounted here; mount it at that path"):
+        lm.init(db=pg_url)
+    root.rmdir()
+    (tmp_path / "mnt").rmdir()
+    (tmp_path / "away").rename(tmp_path / "mnt")
+    lm.init(db=pg_url)
+    # unmounted while in use: a save is refused, nothing lands on the local disk
+    (tmp_path / "mnt").rename(tmp_path / "away")
+    root.mkdir(parents=True)
+    with pytest.raises(InstanceError, match="not mounted here"):
+        lm.add(lm.File(pd.DataFrame({"a": [2]}), name="lost"))
+    assert list(root.iterdir()) == []
+    with pytest.raises(InstanceError, match="not mounted here"):
+        check(repair=True)

@@ -53,7 +53,8 @@ def bucket_keys(server, bucket: str, prefix: str = "lab/") -> list[str]:
     status, body = s3_request(server, "GET", "", bucket=bucket, query={"list-type": "2"})
     assert status == 200, body
     keys = re.findall(rb"<Key>([^<]+)</Key>", body)
-    return sorted(k.decode() for k in keys if k.decode().startswith(prefix))
+    found = [k.decode() for k in keys if k.decode().startswith(prefix)]
+    return sorted(k for k in found if not k.endswith("/.lamin-team"))  # the instance's mark
 
 
 def frame(n: int = 5, seed: int = 0) -> pd.DataFrame:
@@ -251,3 +252,46 @@ def test_every_bad_bucket_set_up_is_one_line(bucket_env, s3_bucket, pg_url, monk
     instance.reset()
     with pytest.raises(InstanceError, match="its registry is a PostgreSQL database"):
         lm.init(f"s3://{s3_bucket}/lab")
+
+
+def test_one_place_holds_one_instance(bucket_env, s3_bucket, postgres_server, pg_url):
+    from servers import create_database
+
+    lm.init(f"s3://{s3_bucket}/lab", db=pg_url)
+    stored = lm.add(lm.File(frame(5), name="mine"))
+    instance.reset()
+    other = create_database(postgres_server, "t_other_" + str(os.getpid()))
+    with pytest.raises(InstanceError, match="already holds the objects of another team instance"):
+        lm.init(f"s3://{s3_bucket}/lab", db=other)
+    for inside in (f"lab/{stored.key}", "lab/deeper", "lab/.lamin-tmp"):
+        with pytest.raises(InstanceError, match="inside"):
+            lm.init(f"s3://{s3_bucket}/{inside}", db=other)
+    assert lm.init(f"s3://{s3_bucket}/elsewhere", db=other).root == f"s3://{s3_bucket}/elsewhere"
+    instance.reset()
+    lm.init(db=pg_url)
+    assert check().ok and lm.load("mine").shape == (5, 2)
+
+
+def test_the_age_of_an_upload_is_the_server_s_not_this_clock(
+    team, bucket_env, s3_bucket, monkeypatch
+):
+    import lamin_magic.storage.backends as backends
+
+    young = "B" * 20 + ".parquet"
+    s3_request(bucket_env, "PUT", f"lab/{young}", b"an upload in progress", bucket=s3_bucket)
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 7200)  # this clock is 2 h fast
+    report = check(repair=True)
+    assert [(p.kind, p.repaired) for p in report.problems] == [("writing", False)]
+    monkeypatch.setattr(time, "time", real_time)
+    # an upload that a repair elsewhere removed before the save committed: no record
+    real_place = backends.Bucket.place
+
+    def place_then_lose(self, temp, key, sync):
+        real_place(self, temp, key, sync)
+        assert s3_request(bucket_env, "DELETE", f"lab/{key}", bucket=s3_bucket)[0] == 204
+
+    monkeypatch.setattr(backends.Bucket, "place", place_then_lose)
+    with pytest.raises(IntegrityError, match="vanished before its record was written"):
+        lm.add(lm.File(frame(7), name="lost"))
+    assert lm.select(lm.File, name="lost").all() == []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -52,16 +53,21 @@ class Folder:
     remote = False
     kind = "local"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, verify: Callable[[], None] | None = None) -> None:
         self.root = root
+        # a team's shared folder: raises unless it is this instance's (mounted, marked)
+        self.verify = verify or (lambda: None)
 
     @property
     def shown(self) -> str:
         return str(self.root)
 
     def staging(self) -> Path:
+        """Where a save writes its temporary; first, for a team's folder, that it is still
+        there: a share unmounted since must not take saves on the local disk."""
         from .objects import temp_folder
 
+        self.verify()
         return temp_folder(self.root / TEMP_DIR_NAME)
 
     def path(self, key: object, what: str) -> Path:
@@ -145,11 +151,14 @@ class Bucket:
     remote = True
     kind = "s3"
 
-    def __init__(self, url: str, cache: Cache | None = None) -> None:
+    def __init__(
+        self, url: str, cache: Cache | None = None, verify: Callable[[], None] | None = None
+    ) -> None:
         from .objectstore import ObjectStore
 
         self.store: ObjectStore = ObjectStore(url)
         self._cache = cache
+        self.verify = verify or (lambda: None)  # raises unless the prefix is this instance's
 
     @property
     def root(self) -> str:
@@ -255,8 +264,10 @@ def verify_bytes(path: Path, recorded: Recorded, what: str) -> None:
 Storage = Folder | Bucket
 
 
-def storage_for(root: Path | str) -> Storage:
-    return Bucket(root) if isinstance(root, str) and is_bucket_url(root) else Folder(Path(root))
+def storage_for(root: Path | str, verify: Callable[[], None] | None = None) -> Storage:
+    if isinstance(root, str) and is_bucket_url(root):
+        return Bucket(root, verify=verify)
+    return Folder(Path(root), verify=verify)
 
 
 def age(modified: float) -> float:

@@ -43,7 +43,9 @@ T = TypeVar("T")
 
 CONCURRENCY = 16  # files in flight at a time for a folder
 CONNECT_TIMEOUT = "3s"  # a server that is down is an error within seconds
-READ_TIMEOUT = "60s"  # a stalled transfer is an error; resets after every read
+# a stalled transfer (or a server that accepts connections and never answers) is an error
+# within seconds; it resets after every read, so a long download is not cut off
+READ_TIMEOUT = "10s"
 REQUEST_TIMEOUT = "6h"  # a whole request, body included: a large download is one GET
 MAX_RETRIES = 2
 RETRY_TIMEOUT = datetime.timedelta(seconds=5)
@@ -53,6 +55,10 @@ STREAM_CHUNK = 8 << 20
 DEFAULT_REGION = "us-east-1"
 # names under the prefix that are not objects: the probe `check` writes and deletes again
 PROBE_PREFIX = ".lamin-magic-probe-"
+# the one object under the prefix that is not stored data: it names the instance (its storage
+# id) whose objects the prefix holds, so no second instance is made on it and repair never
+# removes what another instance stored
+MARKER = ".lamin-team"
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # characters a key part may not hold: SeaweedFS turns "\" into "/", and controls do not print
 BAD_CHARS = re.compile(r"[\\\x00-\x1f\x7f]")
@@ -333,7 +339,9 @@ class ObjectStore:
 
     def _where(self) -> str:
         endpoint = self._settings.endpoint if self._settings else None
-        return endpoint or "AWS S3"
+        if endpoint and "@" in endpoint:  # never show a user and password given in the URL
+            endpoint = re.sub(r"//[^/@]*@", "//", endpoint)
+        return printable(endpoint) if endpoint else "AWS S3"
 
     def _fail(self, error: BaseException, doing: str) -> NoReturn:
         """Raise a one-line InstanceError for what went wrong while `doing`."""
@@ -453,6 +461,44 @@ class ObjectStore:
         except Exception as e:
             self._fail(e, "deleting in")
 
+    def read_marker(self) -> str | None:
+        """The text of the prefix's marker object, or None where there is none."""
+        store = self.store
+        import obstore
+
+        try:
+            return bytes(obstore.get(store, MARKER).bytes()).decode(errors="replace").strip()
+        except FileNotFoundError as e:
+            if _s3_code(e) not in ("", "NoSuchKey"):
+                self._fail(e, "reading")
+            return None
+        except Exception as e:
+            self._fail(e, "reading")
+
+    def write_marker(self, text: str) -> None:
+        store = self.store
+        import obstore
+
+        try:
+            obstore.put(store, MARKER, text.encode() + b"\n")
+        except Exception as e:
+            self._fail(e, "writing to")
+
+    def server_time(self) -> float:
+        """Now, by the S3 server's clock (epoch seconds): the age of an object is measured
+        against it, never against this machine's clock, which may be off."""
+        store = self.store
+        import obstore
+
+        probe = f"{PROBE_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
+        try:
+            obstore.put(store, probe, b"")
+            now = obstore.head(store, probe)["last_modified"].timestamp()
+            obstore.delete(store, probe)
+        except Exception as e:
+            self._fail(e, "writing to")
+        return float(now)
+
     # -- objects --------------------------------------------------------------------------
 
     def _missing(self, key: str) -> IntegrityError:
@@ -502,7 +548,7 @@ class ObjectStore:
         folders: set[str] = set()
         for meta in self._list(None):
             name, slash, _ = meta["path"].partition("/")
-            if name.startswith(PROBE_PREFIX):
+            if name.startswith(PROBE_PREFIX) or name == MARKER:
                 continue
             if slash:
                 folders.add(name)
