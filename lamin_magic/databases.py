@@ -16,15 +16,15 @@ import contextlib
 import functools
 import os
 import re
+import socket
 import sqlite3
-import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import peewee as pw
 
-from .errors import InstanceError, InvalidArgumentError, RegistryBusyError, printable
+from .errors import InstanceError, InvalidArgumentError, RegistryBusyError, printable, redact
 
 BUSY_TIMEOUT_MS = 10_000  # concurrent writers wait this long instead of failing
 PRAGMAS: dict[str, object] = {
@@ -35,6 +35,7 @@ PRAGMAS: dict[str, object] = {
     "trusted_schema": 0,  # a registry from elsewhere: its schema may call no risky function
 }
 QUICK_WAIT_MS = 200  # a write that must not hold up a cell waits at most this long
+LOCK_TIMEOUT_MS = 60_000  # a row lock inside a write transaction: never forever
 CONNECT_TIMEOUT_S = 5  # a server that does not answer is an error within seconds
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # the key of PostgreSQL's advisory lock that serialises writes to the registry (any 64-bit
@@ -47,13 +48,9 @@ def is_database_url(location: object) -> bool:
 
 
 def shown_url(url: str) -> str:
-    """The URL without its password (if it holds one): what messages and `info` print."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return printable(url)
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}@{host}" + (f":{parts.port}" if parts.port else "")
-    return printable(urllib.parse.urlunsplit(parts._replace(netloc=netloc)))
+    """The URL with its password (in it, or as `?password=`) replaced by `***`: what
+    messages, `info` and reprs print."""
+    return printable(redact(url))
 
 
 class Registry:
@@ -299,7 +296,11 @@ class PostgresRegistry(Registry, pw.PostgresqlDatabase):
     }
 
     def __init__(self, url: str) -> None:
-        super().__init__(url, connect_timeout=CONNECT_TIMEOUT_S, prefer_psycopg3=True)
+        # who holds the write lock, as other members' busy messages name it
+        who = f"lamin_magic pid {os.getpid()} on {socket.gethostname()}"[:63]
+        super().__init__(
+            url, connect_timeout=CONNECT_TIMEOUT_S, prefer_psycopg3=True, application_name=who
+        )
 
     @property
     def location(self) -> str:
@@ -360,7 +361,36 @@ class PostgresRegistry(Registry, pw.PostgresqlDatabase):
             if not self._reconnected():
                 raise postgres_error(e, self.location) from e
             super().begin(isolation_level)
-        self.execute_sql("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+        # wait for another writer as long as SQLite would, then say who it is
+        self.execute_sql(f"SET LOCAL lock_timeout = '{BUSY_TIMEOUT_MS}ms'")
+        try:
+            self.execute_sql("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+        except RegistryBusyError as e:
+            self.cursor().execute("ROLLBACK")  # the failed BEGIN leaves nothing open
+            raise RegistryBusyError(
+                f"the registry {self.location} is busy: another process has held its write "
+                f"lock for {BUSY_TIMEOUT_MS // 1000} s{self._lock_holders()}; wait for it to "
+                "finish, or stop it (ls, show and runs do not wait on writers)"
+            ) from e
+        self.execute_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
+
+    def _lock_holders(self) -> str:
+        """', held by pid 123 on host (user alice, lamin_magic pid 456 on laptop)'."""
+        try:
+            rows = self.execute_sql(
+                "SELECT a.pid, a.usename, host(a.client_addr), a.application_name"
+                " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+                " AND l.classid = %s AND l.objid = %s",
+                (WRITE_LOCK >> 32, WRITE_LOCK & 0xFFFFFFFF),
+            ).fetchall()
+        except InstanceError:
+            return ""
+        found = [
+            f"server pid {pid} (user {user}, from {addr or 'a local socket'}, {app or 'no name'})"
+            for pid, user, addr, app in rows
+        ]
+        return printable(f"; held by {', '.join(found)}") if found else ""
 
     def schema_version(self) -> int:
         """Kept in the comment on the `file` table ('lamin_magic schema 5'); 0 where there

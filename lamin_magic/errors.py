@@ -7,6 +7,7 @@ fix in the words of whoever is asking: `%lamin ls` in a notebook, `lamin-magic l
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -55,6 +56,7 @@ COMMANDS = {
     "check": ("%lamin check", "lamin-magic check", "lm.check()"),
     "repair": ("%lamin check repair", "lamin-magic check --repair", "lm.check(repair=True)"),
     "init": ("%lamin init PATH", "lamin-magic init PATH", "lm.init(PATH)"),
+    "join": ("%lamin init db=URL", "lamin-magic --db URL ...", "lm.init(db=URL)"),
     "trust": (
         "lamin-magic init PATH --allow-pickle (in a shell)",
         "lamin-magic init PATH --allow-pickle",
@@ -95,3 +97,16 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+# a password inside a URL (scheme://user:PASSWORD@host) or given as a URL parameter
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/@:'\"]*:)([^\s@'\"/]+)(@)")
+_PASSWORD_PARAM = re.compile(r"(?i)([?&;]password=)([^&\s'\"]+)")
+
+
+def redact(text: str) -> str:
+    """`text` with every password written in a URL replaced by `***`: what is recorded (a
+    cell's source, a notebook) and shown never holds one (`%lamin init db=...` in a cell)."""
+    if "://" not in text and "password=" not in text.lower():
+        return text
+    return _PASSWORD_PARAM.sub(r"\1***", _URL_PASSWORD.sub(r"\1***\3", text))

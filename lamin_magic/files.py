@@ -484,6 +484,7 @@ def open_file(file: reg.File, engine: str | None = None, verify: bool = True) ->
         raise UnsupportedTypeError(f"{label(file)} ({fmt.name}) has no lazy reader; load it: {how}")
     if fmt.needs_pickle:
         format_for_suffix(file.suffix)  # refused where the local user does not allow pickle
+    inst.current().storage.pin(path)
     return read_stored(file, fmt, fmt.open(engine), verify, "open", path)
 
 

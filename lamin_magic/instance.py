@@ -19,6 +19,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,12 @@ class Instance:
             verify = (lambda: check_mark(root, storage_id)) if self.team else None
             self._storage = storage_for(root, verify)
         return self._storage
+
+    def __repr__(self) -> str:  # the registry without its password: reprs get displayed
+        return (
+            f"Instance(root={self.root!r}, registry={self.registry_shown!r}, "
+            f"storage_id={self.storage_id!r}, how={self.how!r})"
+        )
 
     @property
     def team(self) -> bool:
@@ -184,11 +191,21 @@ def resolve_root() -> tuple[Path | str, str]:
 
 def check_url(url: object, where: str) -> str:
     """A PostgreSQL URL, or a one-line error showing the form."""
+    form = "postgresql://USER@HOST:PORT/DATABASE"
     if not is_database_url(url):
+        raise InstanceError(f"{where} is not a PostgreSQL URL; write {form}")
+    text = str(url)
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018  raises on a port that is not a number from 0 to 65535
+    except ValueError as e:
+        raise InstanceError(f"{where} is not a valid URL ({e}); write {form}") from e
+    if parts.netloc.count("@") > 1:
         raise InstanceError(
-            f"{where} is not a PostgreSQL URL; write postgresql://USER@HOST:PORT/DATABASE"
+            f"{where} holds '@' in its user or password: write it as %40, or put the "
+            "password in PGPASSWORD or ~/.pgpass"
         )
-    return str(url)
+    return text
 
 
 def configure_root(root: str | os.PathLike[str] | None) -> None:
@@ -247,7 +264,7 @@ def open_instance(root: Path, how: str, create: bool = True) -> Instance:
     if registry_path is None and is_team_folder(root):
         raise InstanceError(
             f"{root} holds a team instance's objects; its registry is a database: join it "
-            "with lm.init(db=URL), %lamin init db=URL or lamin-magic --db URL"
+            f"with {command('join')}"
         )
     if registry_path is None and not create:
         raise InstanceError(f"no instance at {root} ({how}); create one: {command('init')}")
@@ -314,7 +331,7 @@ def open_team(url: str, root: Path | str | None, how: str, create: bool = True) 
             raise InstanceError(
                 f"the registry {shown_url(url)} is the instance stored at "
                 f"{printable(str(storage.root))}, not {root}; join it without a path: "
-                f"lm.init(db=URL) or lamin-magic --db URL"
+                f"{command('join')}"
             )
         if storage is None:
             assert root is not None
@@ -485,13 +502,23 @@ def init(
     return instance
 
 
+# a URL's scheme (two letters or more: not a drive letter)
+SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
 def _path_text(path: object) -> str:
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
         raise InstanceError(
             "init needs a folder path, e.g. lm.init('./mydata'), or a team's database: "
             "lm.init(db='postgresql://USER@HOST/DB')"
         )
-    return str(path)
+    text = str(path)
+    if SCHEME.match(text) and not text.startswith("s3://"):
+        raise InstanceError(
+            f"{printable(text)} is neither a folder nor a bucket lamin_magic can use: write a "
+            "folder path, or s3://BUCKET/PREFIX for an S3-compatible bucket"
+        )
+    return text
 
 
 def trust_file() -> Path:

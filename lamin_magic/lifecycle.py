@@ -23,6 +23,7 @@ from . import files
 from . import instance as inst
 from . import registry as reg
 from .errors import InvalidArgumentError, NotFoundError, command
+from .storage.keys import is_stored_name
 
 
 def _matching(spec: str, trashed: bool) -> list[reg.File]:
@@ -138,7 +139,7 @@ def gc(dry_run: bool = False) -> Collected:
         )
         sizes = {str(r[3]): r[4] for r in trashed if isinstance(r[4], int)}
         if dry_run:
-            unused = _unused_keys(set(sizes))
+            unused = {k for k in _unused_keys(set(sizes)) if is_stored_name(k)}
             report.removed = sorted(unused)
             report.freed = sum(sizes[k] for k in unused)
             transaction.rollback()
@@ -147,9 +148,9 @@ def gc(dry_run: bool = False) -> Collected:
     # any that a gc or a save killed earlier left behind
     with reg.db.atomic():
         for key in sorted(_unused_keys(set(sizes))):
-            instance.storage.remove(key)
-            report.removed.append(key)
-            report.freed += sizes[key]
+            if instance.storage.remove(key):  # only what was there, and ours to remove
+                report.removed.append(key)
+                report.freed += sizes[key]
     _, problems = scan_folder(instance, repair=True)
     for problem in problems:
         key = problem.path.rpartition("/")[2]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import instance as inst
-from .errors import InvalidArgumentError, printable
+from .errors import InvalidArgumentError, printable, redact
 
 
 @dataclass
@@ -166,6 +166,7 @@ def source_snapshot(path: Path, kind: str) -> tuple[str, str]:
         content = stripped_notebook(nb)
     else:
         content = raw.decode("utf-8", errors="replace")
+    content = redact(content)  # a password typed in a cell is not kept in the registry
     return content_hash(content), content
 
 
@@ -383,7 +384,7 @@ def start_cell(execution_count: int, source: str) -> None:
         "INSERT INTO cell (run_id, execution_count, source, started_at) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (run_id, execution_count) DO UPDATE SET source = excluded.source,"
         " started_at = excluded.started_at, finished_at = NULL",
-        (context.run.id, execution_count, source, reg.utcnow().isoformat()),
+        (context.run.id, execution_count, redact(source), reg.utcnow().isoformat()),
     )
 
 

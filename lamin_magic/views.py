@@ -475,4 +475,4 @@ def cache_summary(clear: bool = False) -> str:
         lines.append(f"  {name}  {human_size(size)}  used {when}")
     if len(entries) > 20:
         lines.append(f"  ... and {len(entries) - 20} more")
-    return printable("\n".join(lines))
+    return "\n".join(printable(line) for line in lines)

@@ -359,3 +359,65 @@ def test_a_shared_folder_is_one_instance_s_and_must_be_mounted(postgres_server, 
     assert list(root.iterdir()) == []
     with pytest.raises(InstanceError, match="not mounted here"):
         check(repair=True)
+
+
+def test_no_password_is_shown_or_kept(ip, postgres_server, pg_url, tmp_path, capsys):
+    with RegistrySQL(instance.Instance(tmp_path, pg_url, "", "")) as con:
+        con.execute("CREATE ROLE keeper LOGIN PASSWORD 'pw-in-url'")
+        con.execute("GRANT ALL ON SCHEMA public TO keeper")
+    parts = urllib.parse.urlsplit(pg_url)
+    in_url = with_password(pg_url, "keeper", "pw-in-url")
+    as_param = parts._replace(
+        netloc=f"keeper@{parts.hostname}:{parts.port}", query="password=pw-in-url"
+    ).geturl()
+    made = lm.init(tmp_path / "secret", db=in_url)
+    assert "pw-in-url" not in repr(made) and "pw-in-url" not in made.registry_shown
+    joined = lm.init(db=as_param)
+    assert "pw-in-url" not in repr(joined) + joined.registry_shown
+    # typed into a cell: the magic works, and the cell is recorded without the password
+    ip.run_line_magic("lamin", f"init db={in_url}")
+    ip.run_cell(f"%lamin init db={as_param}", store_history=True)
+    shown = capsys.readouterr()
+    assert "pw-in-url" not in shown.out + shown.err
+    with RegistrySQL(instance.current()) as con:
+        cells = [r[0] for r in con.execute("SELECT source FROM cell").fetchall()]
+    assert cells and not any("pw-in-url" in c for c in cells)
+    assert any("password=***" in c for c in cells)
+    out = cli("--db", in_url, "info")
+    assert out.returncode == 0 and "pw-in-url" not in out.stdout + out.stderr
+    for bad in ("postgresql://u:pw-in-url@h:notaport/d", "postgresql://u:pw-in@url@h/d"):
+        out = cli("--db", bad, "ls")
+        assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+        assert "pw-in" not in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_stuck_writer_is_named_after_the_busy_timeout(pg_url, tmp_path, monkeypatch):
+    from lamin_magic import databases
+    from lamin_magic.errors import RegistryBusyError
+
+    lm.init(tmp_path / "team", db=pg_url)
+    lm.add(lm.File(pd.DataFrame({"a": [1]}), name="a"))
+    monkeypatch.setattr(databases, "BUSY_TIMEOUT_MS", 1500)
+    holder = RegistrySQL(instance.current())  # a member's process stopped inside a save
+    holder.execute("SET application_name = 'stopped-save'")
+    holder.execute("SELECT pg_advisory_lock(?)", (databases.WRITE_LOCK,))
+    try:
+        began = time.monotonic()
+        with pytest.raises(RegistryBusyError, match=r"busy.*stopped-save") as caught:
+            lm.add(lm.File(pd.DataFrame({"a": [2]}), name="a"))
+        assert time.monotonic() - began < 10 and "\n" not in str(caught.value)
+        assert lm.load("a").a.tolist() == [1]  # reads never wait
+    finally:
+        holder.close()
+    assert lm.add(lm.File(pd.DataFrame({"a": [2]}), name="a")).version == 2
+
+
+@pytest.mark.parametrize(
+    "root", ["gs://bucket/x", "S3://bucket/x", "s3:/bucket/x", "https://h/bucket/x"]
+)
+def test_only_folders_and_s3_buckets_are_roots(root, tmp_path):
+    with pytest.raises(InstanceError, match="neither a folder nor a bucket"):
+        lm.init(root)
+    out = cli("init", root, "--db", "postgresql://u@127.0.0.1:1/d", cwd=tmp_path)
+    assert out.returncode == 2 and "neither a folder nor a bucket" in out.stderr
+    assert list(tmp_path.iterdir()) == []

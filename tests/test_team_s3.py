@@ -16,7 +16,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import cli
+from conftest import RegistrySQL, cli
 from servers import free_ports, s3_request
 
 import lamin_magic as lm
@@ -295,3 +295,56 @@ def test_the_age_of_an_upload_is_the_server_s_not_this_clock(
     with pytest.raises(IntegrityError, match="vanished before its record was written"):
         lm.add(lm.File(frame(7), name="lost"))
     assert lm.select(lm.File, name="lost").all() == []
+
+
+def test_the_cache_and_staging_stay_tidy_and_say_what_is_wrong(
+    team, bucket_env, s3_bucket, tmp_path, monkeypatch
+):
+    from lamin_magic.errors import InvalidArgumentError
+
+    stored = lm.add(lm.File(frame(200), name="opened"))
+    opened = lm.open("opened")
+    monkeypatch.setenv("LAMIN_MAGIC_CACHE_LIMIT", "1KB")
+    instance.reset()
+    lm.init(db=team.registry)
+    opened = lm.open("opened")  # pinned: this process's evictions leave it alone
+    for i in range(5):
+        lm.add(lm.File(frame(200, seed=10 + i), name=f"other{i}"))
+        lm.load(f"other{i}")
+    assert opened.to_table().num_rows == 200
+    # what a killed save left in this host's staging folder goes with the next save
+    staging = instance.current().storage.staging()
+    dead = staging / f"999999999-{'ab' * 16}.parquet.partial"
+    dead.write_bytes(b"left by a killed save")
+    lm.add(lm.File(frame(3, seed=99), name="next"))
+    assert not dead.exists()
+    out = cli("cache")
+    assert out.returncode == 0 and out.stdout.count("\n") >= 2 and "\\n" not in out.stdout
+    # a cache folder that cannot be used is named, with the setting that moves it
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("LAMIN_MAGIC_CACHE", str(blocker))
+    instance.reset()
+    lm.init(db=team.registry)
+    with pytest.raises(InstanceError, match="LAMIN_MAGIC_CACHE"):
+        lm.load("other0")
+    monkeypatch.delenv("LAMIN_MAGIC_CACHE")
+    instance.reset()
+    lm.init(db=team.registry)
+    for bad in ("-5", "nan", "1e309", "soon"):
+        monkeypatch.setenv("LAMIN_MAGIC_UPLOAD_GRACE", bad)
+        with pytest.raises(InvalidArgumentError, match="LAMIN_MAGIC_UPLOAD_GRACE"):
+            check()
+    monkeypatch.delenv("LAMIN_MAGIC_UPLOAD_GRACE")
+    assert stored.key  # still stored
+    assert check().ok
+
+
+def test_gc_reports_only_what_it_removed(team, bucket_env, s3_bucket):
+    stored = lm.add(lm.File(frame(4), name="edited"))
+    lm.delete("edited")
+    with RegistrySQL(instance.current()) as con:  # a key edited by hand
+        con.execute("UPDATE file SET key = ? WHERE id = ?", ("../other/x.parquet", stored.id))
+    assert lm.gc(dry_run=True).removed == []
+    collected = lm.gc()
+    assert collected.removed == [] and collected.freed == 0

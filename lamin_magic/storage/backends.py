@@ -17,8 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ..errors import IntegrityError
-from .keys import TEMP_DIR_NAME, TEMP_SUFFIX, is_stored_name, object_path
+from ..errors import InstanceError, IntegrityError
+from ..processes import pid_alive
+from .keys import TEMP_DIR_NAME, TEMP_SUFFIX, is_stored_name, is_temp_name, object_path
 
 if TYPE_CHECKING:
     from .cache import Cache
@@ -32,15 +33,20 @@ UPLOAD_GRACE = 3600.0  # seconds: an unrecorded object younger than this may be 
 def upload_grace() -> float:
     """How old an unrecorded object (or another machine's temporary) must be before check
     calls it an orphan: younger, it may belong to a save still running elsewhere."""
+    import math
+
+    from ..errors import InvalidArgumentError
+
     text = os.environ.get(UPLOAD_GRACE_ENV, "").strip()
     try:
-        return float(text) if text else UPLOAD_GRACE
+        grace = float(text) if text else UPLOAD_GRACE
     except ValueError:
-        from ..errors import InvalidArgumentError
-
+        grace = math.nan
+    if not (math.isfinite(grace) and grace >= 0):
         raise InvalidArgumentError(
-            f"{UPLOAD_GRACE_ENV}={text!r} is not a number of seconds; e.g. 3600"
-        ) from None
+            f"{UPLOAD_GRACE_ENV}={text!r} is not a number of seconds from 0 up; e.g. 3600"
+        )
+    return grace
 
 
 def is_bucket_url(root: object) -> bool:
@@ -82,16 +88,24 @@ class Folder:
     def keep(self, temp: Path, recorded: Recorded, suffix: str) -> None:
         """Nothing: a folder's temporary was renamed into place."""
 
-    def remove(self, key: str) -> None:
+    def pin(self, path: Path) -> None:
+        """Nothing: a folder's objects stay where they are."""
+
+    def remove(self, key: str) -> bool:
+        """Remove the object `key` (only a name lamin_magic gives, never through a link);
+        whether there was one to remove."""
         from .objects import remove_path
 
         if not is_stored_name(key):
-            return
+            return False
         try:
             path = self.path(key, key)
         except IntegrityError:  # a link or a pipe: never followed, never removed
-            return
+            return False
+        if not path.exists():
+            return False
         remove_path(path)
+        return True
 
     def state(self, key: object, recorded: Recorded, what: str) -> str:
         """ok, missing, damaged (not the recorded bytes) or unsafe (a key we never give)."""
@@ -178,10 +192,42 @@ class Bucket:
 
     def staging(self) -> Path:
         """Writers write here, on this machine, beside the cache (same disk: a finished
-        upload becomes a cache entry by a rename)."""
-        folder = self.cache.folder / ".staging"
-        folder.mkdir(parents=True, exist_ok=True)
+        upload becomes a cache entry by a rename); in a folder of this host's own (a home,
+        and so the cache, may be shared by the machines of a cluster), where what a killed
+        save left is removed."""
+        from .cache import host_name
+        from .objects import remove_path
+
+        folder = self._cache_folder() / ".staging" / host_name()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            names = os.listdir(folder)
+        except OSError as e:
+            raise self._cache_error(e) from e
+        for name in names:
+            pid = name.split("-", 1)[0]
+            if is_temp_name(name) and not pid_alive(int(pid)):
+                remove_path(folder / name)
         return folder
+
+    def _cache_folder(self) -> Path:
+        folder = self.cache.folder
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise self._cache_error(e) from e
+        return folder
+
+    def _cache_error(self, error: OSError) -> InstanceError:
+        return InstanceError(
+            f"the cache folder {self.cache.folder} cannot be used ({error.strerror or error}); "
+            "set LAMIN_MAGIC_CACHE to a folder you can write, or XDG_CACHE_HOME"
+        )
+
+    def pin(self, path: Path) -> None:
+        """Keep this entry from this process's evictions: an object opened lazily reads it
+        later (another process's `cache clear` can still remove it)."""
+        self.cache.pinned.add(path.name)
 
     def place(self, temp: Path, key: str, sync: bool) -> None:
         """Upload a finished temporary as `key`: every byte, or nothing."""
@@ -194,9 +240,11 @@ class Bucket:
         right after a save downloads nothing."""
         self.cache.adopt(temp, recorded, suffix)
 
-    def remove(self, key: str) -> None:
-        if is_stored_name(key):
-            self.store.delete(key)
+    def remove(self, key: str) -> bool:
+        if not is_stored_name(key) or self.store.stat(key) is None:
+            return False
+        self.store.delete(key)
+        return True
 
     def state(self, key: object, recorded: Recorded, what: str) -> str:
         """ok when the object is there with the recorded size (re-hashing would download it;
@@ -213,6 +261,7 @@ class Bucket:
         if not isinstance(key, str) or not is_stored_name(key):
             self._unsafe(key, what)
         size, digest, hash_type = recorded
+        self._cache_folder()
         return self.cache.fetch(self.store, key, size, digest, hash_type, _suffix(key))
 
     def where(self, key: object, what: str) -> str:

@@ -129,6 +129,7 @@ class Cache:
                 f"the cache limit {limit!r} is not a number of bytes: pass an int >= 0"
             )
         self.limit = limit
+        self.pinned: set[str] = set()  # entries objects opened lazily still read: not evicted
 
     def __repr__(self) -> str:
         return f"Cache({str(self.folder)!r}, limit={self.limit})"
@@ -269,7 +270,7 @@ class Cache:
         for name, size, _ in reversed(entries):  # oldest first
             if total <= self.limit:
                 break
-            if name == keep:
+            if name == keep or name in self.pinned:
                 continue
             _remove(self.folder / name)
             total -= size
