@@ -114,6 +114,11 @@ class Registry:
         it did not happen."""
         raise NotImplementedError
 
+    def write_one(self, sql: str, params: Any) -> None:
+        """One statement (SQLite's words), committed on its own without waiting for the
+        disk: provenance, kept if the process dies."""
+        raise NotImplementedError
+
 
 def open_database(location: Any) -> Any:
     """The database of a registry: a PostgreSQL URL, or the path of a SQLite file."""
@@ -202,6 +207,10 @@ class SqliteRegistry(Registry, pw.SqliteDatabase):
         else:
             with self.commits_to_os(), self.atomic():
                 yield
+
+    def write_one(self, sql: str, params: Any) -> None:
+        with self.commits_to_os():
+            self.execute_sql(sql, params)
 
     def write_quickly(self, sql: str, params: Any) -> bool:
         self.execute_sql(f"PRAGMA busy_timeout = {QUICK_WAIT_MS}")
@@ -449,12 +458,14 @@ class PostgresRegistry(Registry, pw.PostgresqlDatabase):
                 self.execute_sql("SET LOCAL synchronous_commit = off")
             yield
 
+    def write_one(self, sql: str, params: Any) -> None:
+        self.execute_sql(self.sql(sql), params)  # autocommit: one statement, one commit
+
     def write_quickly(self, sql: str, params: Any) -> bool:
+        """One statement on its own (it needs no read-then-write, so not the instance's
+        write lock, which a save may hold): a cell never waits for another member's save."""
         try:
-            with self.atomic():
-                self.execute_sql(f"SET LOCAL lock_timeout = '{QUICK_WAIT_MS}ms'")
-                self.execute_sql("SET LOCAL synchronous_commit = off")
-                self.execute_sql(self.sql(sql), params)
+            self.write_one(sql, params)
             return True
         except InstanceError:
             return False

@@ -407,15 +407,17 @@ def in_trash(file: reg.File, spec: str) -> str:
 
 
 def record_input(file: reg.File) -> None:
+    """The file is an input of the current run: one statement, once per process (a notebook
+    loading the same file in a loop writes it once); provenance, not data, so kept if the
+    process dies, not through a power cut."""
     run = tracking.ensure_run()
-    if run.id != file.run_id:  # provenance, not data: kept if the process dies, not a power cut
-        with reg.transaction(to_disk=False):
-            reg.db.execute_sql(
-                reg.sql(
-                    "INSERT INTO run_input (run_id, file_id) VALUES (?, ?) ON CONFLICT DO NOTHING"
-                ),
-                (run.id, file.id),
-            )
+    pair = (str(run.id), str(file.id))
+    if run.id == file.run_id or pair in tracking.context.inputs:
+        return
+    reg.db.write_one(
+        "INSERT INTO run_input (run_id, file_id) VALUES (?, ?) ON CONFLICT DO NOTHING", pair
+    )
+    tracking.context.inputs.add(pair)
 
 
 def stored_bytes(file: reg.File) -> Path:

@@ -34,6 +34,7 @@ class Context:
     registry: str | None = None  # the registry the run is in: a path or a database URL
     new_transform: bool = False  # this process created the Transform (a renamed notebook?)
     rename_checked: float = 0.0  # when the server was last asked for the notebook's path
+    inputs: set[tuple[str, str]] = field(default_factory=set)  # (run, file) recorded here
     # environments still to record, each (its wake-up, its thread), finished at exit
     recorders: list[tuple[threading.Event, threading.Thread]] = field(default_factory=list)
 

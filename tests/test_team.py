@@ -407,6 +407,13 @@ def test_a_stuck_writer_is_named_after_the_busy_timeout(pg_url, tmp_path, monkey
             lm.add(lm.File(pd.DataFrame({"a": [2]}), name="a"))
         assert time.monotonic() - began < 10 and "\n" not in str(caught.value)
         assert lm.load("a").a.tolist() == [1]  # reads never wait
+        from lamin_magic import tracking
+
+        began = time.monotonic()  # nor does recording a cell
+        tracking.start_cell(99, "x = 1")
+        assert time.monotonic() - began < 1
+        cell = registry.Cell.get(registry.Cell.run == lm.context.run.id)
+        assert (cell.execution_count, cell.source) == (99, "x = 1")
     finally:
         holder.close()
     assert lm.add(lm.File(pd.DataFrame({"a": [2]}), name="a")).version == 2

@@ -130,6 +130,8 @@ class Cache:
             )
         self.limit = limit
         self.pinned: set[str] = set()  # entries objects opened lazily still read: not evicted
+        # an entry's size never changes (its name is its content's hash): measured once
+        self._sizes: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"Cache({str(self.folder)!r}, limit={self.limit})"
@@ -253,7 +255,10 @@ class Cache:
                 mtime = os.lstat(path).st_mtime
             except FileNotFoundError:
                 continue
-            found.append((name, _tree_size(path), mtime))
+            size = self._sizes.get(name)
+            if size is None:
+                size = self._sizes[name] = _tree_size(path)
+            found.append((name, size, mtime))
         return sorted(found, key=lambda entry: (-entry[2], entry[0]))
 
     def size(self) -> int:
