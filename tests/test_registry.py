@@ -76,8 +76,24 @@ def test_tables_and_columns_are_the_documented_ones(inst, engine):
 
 
 def test_pragmas_wal_and_foreign_keys(inst, engine):
-    if engine == "postgresql":
-        pytest.skip("SQLite's settings")
+    if engine == "postgresql":  # foreign keys are constraints; a write holds the lock
+        from lamin_magic.databases import WRITE_LOCK
+
+        keys = registry.db.execute_sql(
+            "SELECT count(*) FROM information_schema.table_constraints"
+            " WHERE constraint_type = 'FOREIGN KEY' AND table_schema = current_schema()"
+        ).fetchone()[0]
+        assert keys >= 8
+        held = (
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND pid = pg_backend_pid() AND classid = %s AND objid = %s"
+        )
+        lock = (WRITE_LOCK >> 32, WRITE_LOCK & 0xFFFFFFFF)
+        assert registry.db.execute_sql(held, lock).fetchone()[0] == 0
+        with registry.db.atomic():
+            assert registry.db.execute_sql(held, lock).fetchone()[0] == 1
+        assert registry.db.execute_sql(held, lock).fetchone()[0] == 0
+        return
     assert registry.db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert registry.db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
     assert registry.db.execute_sql("PRAGMA busy_timeout").fetchone()[0] >= 5000
