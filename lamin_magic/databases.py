@@ -22,9 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import peewee as pw
-
 from .errors import InstanceError, InvalidArgumentError, RegistryBusyError, printable, redact
+from .orm import load_psycopg, pw
 
 BUSY_TIMEOUT_MS = 10_000  # concurrent writers wait this long instead of failing
 PRAGMAS: dict[str, object] = {
@@ -306,6 +305,7 @@ class PostgresRegistry(Registry, pw.PostgresqlDatabase):
 
     def __init__(self, url: str) -> None:
         # who holds the write lock, as other members' busy messages name it
+        load_psycopg()
         who = f"lamin_magic pid {os.getpid()} on {socket.gethostname()}"[:63]
         super().__init__(
             url, connect_timeout=CONNECT_TIMEOUT_S, prefer_psycopg3=True, application_name=who

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import peewee as pw
-
 from . import durability, tracking
 from . import instance as inst
 from . import registry as reg
@@ -22,6 +20,7 @@ from .errors import (
     command,
 )
 from .ids import new_id
+from .orm import pw
 from .storage.backends import Storage
 
 MAX_NAME_LENGTH = 200

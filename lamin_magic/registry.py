@@ -16,11 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import peewee as pw
-
 from .databases import open_database
 from .errors import InstanceError, printable
 from .ids import new_id
+from .orm import pw
 
 SCHEMA_VERSION = 5
 

@@ -10,12 +10,11 @@ import html
 from dataclasses import dataclass, field
 from typing import Any
 
-from peewee import fn
-
 from . import files, tracking
 from . import instance as inst
 from . import registry as reg
 from .errors import printable
+from .orm import pw
 
 PAGE_SIZE = 50
 
@@ -422,7 +421,7 @@ def size_and_bytes(size: Any) -> str:
 
 def list_runs(limit: int = PAGE_SIZE) -> Table:
     inst.current()
-    outputs = reg.File.select(fn.COUNT(reg.File.id)).where(reg.File.run == reg.Run.id)
+    outputs = reg.File.select(pw.fn.COUNT(reg.File.id)).where(reg.File.run == reg.Run.id)
     query = (
         reg.Run.select(reg.Run, reg.Transform, outputs.alias("n_outputs"))
         .join(reg.Transform)
