@@ -366,17 +366,17 @@ def get_file(name: str, version: int | None = None, include_trash: bool = False)
     """The latest version of `name` not in the trash, or the given one, with a hint when
     there is none. `include_trash` returns trashed records too (show, restore)."""
     inst.current()
-    query = versions_of(name)
     if version is not None:
         found = next(iter(reg.File.raw(in_engine(ONE_VERSION), name, version)), None)
     else:
         found = _latest(name)
         if found is None and include_trash:
-            found = query.order_by(reg.File.version.desc()).first()
+            found = versions_of(name).order_by(reg.File.version.desc()).first()
     if found is not None:
         if found.trashed_at is None or include_trash:
             return found
         raise NotFoundError(in_trash(found, f"{name}@{found.version}"))
+    query = versions_of(name)  # built only to say why there is none
     if version is not None and version < _next_version(name):  # numbers are never reused
         raise NotFoundError(f"{name}@{version} was deleted for good by gc")
     versions = [f.version for f in live(query.select(reg.File.version)).order_by(reg.File.version)]

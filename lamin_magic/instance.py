@@ -16,6 +16,7 @@ the instances whose pickles this user lets lamin_magic load are listed in a per-
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import os
@@ -161,13 +162,24 @@ def _chosen() -> Choice | None:
         return _explicit
     url = os.environ.get("LAMIN_MAGIC_DB")
     if url:
-        return Choice(None, check_url(url, "LAMIN_MAGIC_DB"), "from LAMIN_MAGIC_DB")
+        return _from_db_env(url)
     env = os.environ.get("LAMIN_MAGIC_ROOT")
     if env:
-        return Choice(Path(env).expanduser(), None, "from LAMIN_MAGIC_ROOT")
+        return _from_root_env(env, os.getcwd())
     if _configured_root is not None:
         return Choice(_configured_root, None, "from LaminMagics.root")
     return None
+
+
+# every query asks which instance is chosen: the same variable gives the same answer
+@functools.lru_cache(maxsize=8)
+def _from_db_env(url: str) -> Choice:
+    return Choice(None, check_url(url, "LAMIN_MAGIC_DB"), "from LAMIN_MAGIC_DB")
+
+
+@functools.lru_cache(maxsize=8)
+def _from_root_env(root: str, cwd: str) -> Choice:  # a relative root is the cwd's
+    return Choice(Path(root).expanduser().absolute(), None, "from LAMIN_MAGIC_ROOT")
 
 
 def resolve() -> Choice:

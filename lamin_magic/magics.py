@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import dis
+import functools
 import itertools
 import keyword
 import re
@@ -510,9 +511,16 @@ def value_is_used() -> bool:
     caller = frame.f_back if frame is not None else None
     if caller is None:
         return False
-    instructions = list(dis.get_instructions(caller.f_code))
+    return _stored_after(caller.f_code, caller.f_lasti)
+
+
+@functools.lru_cache(maxsize=256)
+def _stored_after(code: Any, lasti: int) -> bool:
+    """Whether the instruction after the call at `lasti` in `code` keeps its value; the same
+    place in the same code always answers alike (a loop of loads disassembles it once)."""
+    instructions = list(dis.get_instructions(code))
     for ins, after in itertools.pairwise(instructions):
-        if ins.offset <= caller.f_lasti < after.offset:  # the call, with its inline caches
+        if ins.offset <= lasti < after.offset:  # the call, with its inline caches
             dropped = after.opname in ("POP_TOP", "PRINT_EXPR") or (
                 after.opname == "CALL_INTRINSIC_1" and "PRINT" in after.argrepr
             )

@@ -23,22 +23,42 @@ def recorded_type(path: Any) -> str | None:
     """The type a parquet file's metadata names; None where it names none or is unreadable
     (the default loader then reports what is wrong with it). Read once per file: each format
     sharing the suffix asks, and a stored file never changes under its name."""
+    key = _identity(path)
+    return None if key is None else _recorded_type(*key)
+
+
+def footer(path: Any) -> Any:
+    """The parquet footer (pyarrow's FileMetaData) of a stored file, parsed once: the type
+    mark is read from it, and the loader reads the file with it (its footer is not parsed a
+    second time, 0.1 ms of a 1 ms small load). None where pyarrow cannot read it."""
+    key = _identity(path)
+    return None if key is None else _footer(*key)
+
+
+def _identity(path: Any) -> tuple[str, int, int, int] | None:
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return _recorded_type(str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    return str(path), st.st_ino, st.st_size, st.st_mtime_ns
 
 
 @functools.lru_cache(maxsize=64)
-def _recorded_type(path: str, inode: int, size: int, mtime_ns: int) -> str | None:
+def _footer(path: str, inode: int, size: int, mtime_ns: int) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        meta = pq.read_metadata(path).metadata or {}
+        return pq.read_metadata(path)
     except (pa.ArrowException, OSError):
-        meta = polars_metadata(path)  # pyarrow cannot read some types polars writes (Int128)
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _recorded_type(path: str, inode: int, size: int, mtime_ns: int) -> str | None:
+    parsed = _footer(path, inode, size, mtime_ns)
+    # pyarrow cannot read some types polars writes (Int128): polars reads their metadata
+    meta = (parsed.metadata or {}) if parsed is not None else polars_metadata(path)
     value = meta.get(TYPE_KEY.encode())
     if value is None:
         return None
