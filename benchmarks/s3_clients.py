@@ -230,10 +230,19 @@ def format_row(row: dict[str, Any], info: dict[str, Any]) -> str:
     )
 
 
-def versions_line() -> str:
+def versions_line(
+    names: tuple[str, ...] = (
+        "pyarrow",
+        "obstore",
+        "s3fs",
+        "fsspec",
+        "aiobotocore",
+        "boto3",
+        "pandas",
+    ),
+) -> str:
     import importlib.metadata as md
 
-    names = ["pyarrow", "obstore", "s3fs", "fsspec", "aiobotocore", "boto3", "pandas"]
     weed = subprocess.run(
         [str(Path(sys.executable).parent / "weed"), "version"], capture_output=True, text=True
     ).stdout.split()

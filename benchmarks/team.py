@@ -55,6 +55,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(HERE)]
 
 from run import PeakRSS, Report, Row, make_frame  # noqa: E402
 from s3_adapters import CLIENTS  # noqa: E402
+from s3_clients import versions_line as s3_versions_line  # noqa: E402
 from servers import S3, create_database, postgres_server, s3_server  # noqa: E402
 
 BUCKET = "bench"
@@ -582,7 +583,7 @@ class Bench:
                 "ms",
                 "",
                 None,
-                "record_input: one transaction (advisory lock, synchronous_commit off)",
+                "record_input: one autocommitted insert, once per run and file",
             )
         )
 
@@ -672,13 +673,8 @@ class Bench:
 
 
 def versions_line() -> str:
-    import importlib.metadata as md
-
-    names = ["lamin_magic", "pandas", "pyarrow", "obstore", "s3fs", "psycopg", "peewee"]
-    weed = subprocess.run(
-        [str(Path(sys.executable).parent / "weed"), "version"], capture_output=True, text=True
-    ).stdout.split()
-    return ", ".join(f"{n} {md.version(n)}" for n in names) + f", seaweedfs {weed[2]}"
+    names = ("lamin_magic", "pandas", "pyarrow", "obstore", "s3fs", "psycopg", "peewee")
+    return s3_versions_line(names)
 
 
 def lamin_magic_folder() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +143,11 @@ TWINS = (
 
 def in_engine(text: str) -> str:
     """One of the queries above in the bound engine's words."""
+    return _in_engine(text, reg.engine())
+
+
+@functools.lru_cache(maxsize=16)
+def _in_engine(text: str, engine: str) -> str:  # the same text and engine: the same words
     return reg.sql(text.replace("{integral}", reg.db.integer("version")))
 
 

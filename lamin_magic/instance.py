@@ -24,6 +24,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import registry as reg
 from .databases import is_database_url, shown_url
@@ -31,7 +32,9 @@ from .errors import InstanceError, command, printable
 from .ids import new_id
 from .storage.backends import Storage, is_bucket_url, storage_for
 from .storage.keys import TEMP_DIR_NAME, is_stored_name
-from .storage.objectstore import ObjectStore
+
+if TYPE_CHECKING:
+    from .storage.objectstore import ObjectStore
 
 REGISTRY_SUFFIX = ".lndb"
 # in a team instance's folder: its registry is elsewhere (a database), so no instance is
@@ -305,15 +308,14 @@ def _first_storage() -> reg.Storage | None:
     return reg.Storage.select().order_by(reg.Storage.created_at).first()
 
 
-def _storage(root: Path | str) -> reg.Storage:
-    """The instance's storage record, created with the instance (under the write lock, so
-    opening an instance in use never waits on a writer)."""
+def _storage(root: Path) -> reg.Storage:
+    """A local instance's storage record, created with the instance (under the write lock, so
+    opening an instance in use never waits on a writer); a team's is made by `_claim`."""
     storage = _first_storage()
     if storage is None:
-        kind = "s3" if isinstance(root, str) else "local"
         with reg.db.atomic():
             storage = _first_storage() or reg.Storage.create(
-                id=new_id("storage"), root=str(root), type=kind
+                id=new_id("storage"), root=str(root), type="local"
             )
     return storage
 
@@ -323,7 +325,7 @@ def open_team(url: str, root: Path | str | None, how: str, create: bool = True) 
     s3://BUCKET/PREFIX) and `create`, an instance is created there if the database holds
     none; without `root`, the instance's storage is read from its registry (joining)."""
     if isinstance(root, str):
-        root = ObjectStore(root).url  # one spelling of the bucket's URL
+        root = _bucket(root).url  # one spelling of the bucket's URL
     elif root is not None:
         root = root.expanduser().absolute()
         if root.is_dir() and find_registry(root) is not None:
@@ -349,7 +351,7 @@ def open_team(url: str, root: Path | str | None, how: str, create: bool = True) 
             assert root is not None
             if isinstance(root, str):
                 _refuse_nested_bucket(root)
-                ObjectStore(root).check()  # reachable, and ours to list, write and delete in
+                _bucket(root).check()  # reachable, and ours to list, write and delete in
             else:
                 _team_folder(root, create=True)
             storage = _claim(root)
@@ -381,7 +383,7 @@ def _claim(root: Path | str) -> reg.Storage:
             )
         try:
             if isinstance(root, str):
-                ObjectStore(root).write_marker(storage_id)
+                _bucket(root).write_marker(storage_id)
             else:
                 with open(root / TEAM_MARKER, "x") as f:  # another instance's claim wins
                     f.write(storage_id + "\n")
@@ -397,7 +399,7 @@ def _claim(root: Path | str) -> reg.Storage:
 def read_mark(root: Path | str) -> str | None:
     """The storage id a team instance's folder or bucket prefix is marked with, if any."""
     if isinstance(root, str):
-        return ObjectStore(root).read_marker()
+        return _bucket(root).read_marker()
     try:
         return (root / TEAM_MARKER).read_text(errors="replace").strip()
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
@@ -430,7 +432,7 @@ def check_mark(root: Path | str, storage_id: str) -> None:
 
 def _refuse_nested_bucket(url: str) -> None:
     """No team instance inside another's prefix, stored object or temporary."""
-    store = ObjectStore(url)
+    store = _bucket(url)
     parts = store.prefix.split("/") if store.prefix else []
     for part in parts:
         if is_stored_name(part) or part.startswith("."):
@@ -440,10 +442,18 @@ def _refuse_nested_bucket(url: str) -> None:
             )
     for depth in range(len(parts)):
         outer = f"s3://{store.bucket}" + ("/" + "/".join(parts[:depth]) if depth else "")
-        if ObjectStore(outer).read_marker() is not None:
+        if _bucket(outer).read_marker() is not None:
             raise InstanceError(
                 f"{url} is inside the team instance at {outer}; choose a prefix outside it"
             )
+
+
+def _bucket(url: str) -> ObjectStore:
+    """A bucket's client, imported only for a team instance in a bucket (with asyncio, 25 ms
+    of a local instance's first cell otherwise)."""
+    from .storage.objectstore import ObjectStore
+
+    return ObjectStore(url)
 
 
 def _root_of(storage: reg.Storage) -> Path | str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from servers import free_ports, s3_request
+from servers import S3, free_ports, s3_request
 
 from lamin_magic.errors import InstanceError, IntegrityError, InvalidArgumentError
 from lamin_magic.storage import objectstore
@@ -25,6 +25,16 @@ from lamin_magic.storage.objectstore import Entry, ObjectStore, check_key, parse
 PREFIX = "team/proj"
 # a fresh interpreter imports this checkout's lamin_magic, whatever the working directory
 WORKTREE_ENV = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+
+def aws_files(server: S3, monkeypatch: pytest.MonkeyPatch, home: Path, config: str) -> None:
+    """No AWS_* variable; ~/.aws/credentials with the server's keys and ~/.aws/config."""
+    clear_aws_env(monkeypatch, home)
+    (home / ".aws").mkdir()
+    (home / ".aws" / "credentials").write_text(
+        f"[default]\naws_access_key_id = {server.key_id}\naws_secret_access_key = {server.secret}\n"
+    )
+    (home / ".aws" / "config").write_text(config)
 
 
 def clear_aws_env(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
@@ -334,14 +344,11 @@ def test_bad_urls_are_one_line(url):
 
 def test_credentials_and_config_files(s3_server, s3_bucket, monkeypatch, tmp_path):
     home = tmp_path / "home"
-    clear_aws_env(monkeypatch, home)
-    (home / ".aws").mkdir()
-    (home / ".aws" / "credentials").write_text(
-        f"[default]\naws_access_key_id = {s3_server.key_id}\n"
-        f"aws_secret_access_key = {s3_server.secret}\n"
-    )
-    (home / ".aws" / "config").write_text(
-        f"[default]\nregion = {s3_server.region}\nendpoint_url = {s3_server.endpoint}\n"
+    aws_files(
+        s3_server,
+        monkeypatch,
+        home,
+        f"[default]\nregion = {s3_server.region}\nendpoint_url = {s3_server.endpoint}\n",
     )
     store = ObjectStore(f"s3://{s3_bucket}/p")
     store.check()
@@ -383,14 +390,9 @@ def test_named_profile_in_files_elsewhere(s3_server, s3_bucket, monkeypatch, tmp
 
 
 def test_the_environment_wins_over_the_files(s3_server, s3_bucket, monkeypatch, tmp_path):
-    home = tmp_path / "home"
-    clear_aws_env(monkeypatch, home)
-    (home / ".aws").mkdir()
-    (home / ".aws" / "credentials").write_text(
-        f"[default]\naws_access_key_id = {s3_server.key_id}\n"
-        f"aws_secret_access_key = {s3_server.secret}\n"
+    aws_files(
+        s3_server, monkeypatch, tmp_path / "home", "[default]\nendpoint_url = http://127.0.0.1:1\n"
     )
-    (home / ".aws" / "config").write_text("[default]\nendpoint_url = http://127.0.0.1:1\n")
     (closed,) = free_ports(1)
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed}")
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint)  # more specific: wins
