@@ -65,7 +65,7 @@ def test_an_unknown_durability_is_one_line_and_nothing_is_written(inst, monkeypa
     assert not list(inst.root.glob("**/*.parquet*"))
 
 
-def test_write_back_starts_while_a_writer_still_runs(tmp_path):
+def test_write_back_starts_while_a_writer_still_runs(tmp_path, monkeypatch):
     """What a path-taking writer (h5ad, zarr) has written is sent to the disk as it grows, so
     that the fsync at the end has little left (Linux; elsewhere nothing starts early)."""
     import time
@@ -74,14 +74,36 @@ def test_write_back_starts_while_a_writer_still_runs(tmp_path):
 
     if writeback._sync_file_range() is None:
         pytest.skip("no sync_file_range on this system")
+    import threading
+
+    died: list[object] = []
+    monkeypatch.setattr(threading, "excepthook", died.append)
     folder = tmp_path / "store.zarr"
     folder.mkdir()
     with writeback.Watch(folder) as watch:
         for i in range(3):
             (folder / f"chunk{i}").write_bytes(os.urandom(1 << 20))
             time.sleep(5 * writeback.POLL_SECONDS)
+        # as a zarr writer does: a nested folder, a file that grows, one renamed and one
+        # removed while the thread looks
+        (folder / "X" / "data").mkdir(parents=True)
+        with open(folder / "X" / "data" / "0", "wb") as grows:
+            grows.write(os.urandom(1 << 20))
+            grows.flush()
+            time.sleep(5 * writeback.POLL_SECONDS)
+            grows.write(os.urandom(1 << 20))
+            grows.flush()
+            time.sleep(5 * writeback.POLL_SECONDS)
+        for i in range(50):
+            partial = folder / f"meta.{i}.partial"
+            partial.write_bytes(b"{}")
+            partial.replace(folder / "meta") if i % 2 else partial.unlink()
+        time.sleep(5 * writeback.POLL_SECONDS)
         seen_while_writing = dict(watch._started)
-    assert seen_while_writing == {str(folder / f"chunk{i}"): 1 << 20 for i in range(3)}
+    expected = {str(folder / f"chunk{i}"): 1 << 20 for i in range(3)}
+    expected[str(folder / "X" / "data" / "0")] = 2 << 20
+    assert {k: v for k, v in seen_while_writing.items() if "meta" not in k} == expected
+    assert died == []  # the thread never died of a vanished file
 
 
 def test_a_folder_is_flushed_once_and_hashes_the_same(tmp_path, monkeypatch):
@@ -98,6 +120,9 @@ def test_a_folder_is_flushed_once_and_hashes_the_same(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
     flushed = hashing.hash_folder(folder, fsync=True)
     assert flushed == hashing.hash_folder(folder, fsync=False)
+    # a folder just written is hashed in this thread, one read from the disk in a pool: the
+    # same hash either way
+    assert hashing.hash_folder(folder, fresh=True) == flushed
     if writeback.can_flush_file_system():
         assert calls == []  # one syncfs, no fsync per file
     else:

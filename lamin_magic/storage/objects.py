@@ -76,7 +76,7 @@ def write_temp(
         with writeback.Watch(temp_path) if sync else contextlib.nullcontext():
             fmt.write(obj, temp_path)
         if fmt.folder:
-            size, digest = hash_folder(temp_path, fsync=sync)
+            size, digest = hash_folder(temp_path, fsync=sync, fresh=True)
             return WrittenObject(temp_path, size, digest, HASH_TYPE_FOLDER)
         size, digest = hash_file(temp_path, fsync=sync)
         return WrittenObject(temp_path, size, digest, HASH_TYPE_FILE)
