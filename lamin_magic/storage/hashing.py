@@ -119,14 +119,14 @@ def hash_folder(root: Path, fsync: bool = False, fresh: bool = False) -> tuple[i
     whole = fsync and writeback.can_flush_file_system()
     each = fsync and not whole
 
-    def digest(item: tuple[str, Path]) -> tuple[int, bytes]:
+    def one(item: tuple[str, Path]) -> tuple[int, bytes]:
         return _file_digest(item[1], each)
 
     if fresh and not each:
-        digests = [digest(item) for item in files]
+        digests = [one(item) for item in files]
     else:
         with ThreadPoolExecutor(FSYNC_THREADS if each else READ_THREADS) as pool:
-            digests = list(pool.map(digest, files))
+            digests = list(pool.map(one, files))
     if whole:
         writeback.flush_file_system(root)
     hasher = blake3()
