@@ -136,16 +136,26 @@ def shell_with_extension(root: Path) -> Any:
     return ip
 
 
-def settle() -> None:
+def settle(memory_gib: int = 0) -> None:
     """Before a timed sample, on both sides: what a kernel does on its own soon after it starts
-    is done, and Python's garbage is collected. A full collection, with anndata and IPython
-    imported, takes 50-90 ms here; left to chance it fell inside a timed save on either side
-    in most samples, whichever side crossed the allocation threshold first."""
+    is done, Python's garbage is collected, and `memory_gib` of memory is touched and freed.
+
+    A full collection, with anndata and IPython imported, takes 50-90 ms here; left to chance
+    it fell inside a timed save on either side in most samples, whichever side crossed the
+    allocation threshold first. This machine is a VM whose host backs its memory lazily (and
+    takes back what the guest frees): a first touch cost ~8 us a page (6 GiB in 12.4 s, then
+    0.8 s), so a sample that needs GiBs took 4 to 7 s by chance. Touched just before, the
+    memory the sample gets is backed."""
     import gc
 
     from lamin_magic import tracking
 
     tracking.finish_recorders()  # the run's environment, recorded 2 s after a kernel starts
+    if memory_gib:
+        import numpy as np
+
+        touched = np.ones(memory_gib << 27)  # 8-byte floats
+        del touched
     gc.collect()
 
 
@@ -189,7 +199,9 @@ def worker(op: str, sizes: Sizes, work: Path, sample: int) -> dict[str, Any]:
     # every sample starts with nothing dirty in the page cache: the raw side never flushes what
     # it wrote, and its leftovers would otherwise be written back during the next sample
     os.sync()
-    settle()
+    # the 1 GiB frame's load takes +3.5 GiB, its save +0.5; an AnnData sample well under 1
+    full = sizes.rows >= FULL.rows
+    settle((5 if op.endswith(("_save", "_load")) else 1) if full else 0)
     with PeakRSS() as mem, quiet:
         t0 = time.perf_counter()
         if op == "raw_save":
@@ -920,7 +932,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"versions: {versions_line()}")
     print(
-        f"medians of {sizes.repeats} fresh-process samples per side ({max(5, sizes.repeats)} for "
+        f"medians of {sizes.repeats} fresh-process samples per side ({max(9, sizes.repeats)} for "
         "AnnData), interleaved; the page cache is flushed (os.sync) before each sample\n"
     )
     print("| measure | lamin_magic | raw | ratio | target | met | note |")
