@@ -955,6 +955,14 @@ def main(argv: list[str] | None = None) -> int:
             if only is None or name in only:
                 step()
     finally:
+        if "lamin_magic.tracking" in sys.modules:
+            # a run this process tracked ends before its instance is removed (else its end,
+            # recorded at exit, finds no registry and says so)
+            from lamin_magic import tracking
+
+            tracking.finish_recorders()
+            tracking.finish_at_exit()
+            tracking.context.run = None
         shutil.rmtree(work, ignore_errors=True)
     if args.quick:
         return 0
