@@ -661,49 +661,87 @@ def bench_lifecycle(report: Report, sizes: Sizes, work: Path) -> None:
     instance.reset()
 
 
-CONCURRENT = r"""
+SAVER = r"""
 import sys, time, pandas as pd
 import lamin_magic as lm
-root, who, saves, start = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-lm.init(root)
+where, who, saves, every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+lm.init(db=where) if "://" in where else lm.init(where)
 lm.track()
 frames = [pd.DataFrame({"who": [who], "i": [i]}) for i in range(saves)]
-while time.time() < start:
-    time.sleep(0.001)
-t0 = time.perf_counter()
+print("ready", flush=True)
+sys.stdin.readline()  # go
+t0 = time.time()
 errors = 0
 for i, df in enumerate(frames):
-    name = "shared" if i % 5 == 0 else f"p{who}-{i}"
+    name = "shared" if i % every == 0 else f"p{who}-{i}"
     try:
         lm.add(lm.File(df, name=name))
     except Exception as e:
         errors += 1
         print("ERROR", repr(e), file=sys.stderr)
-print(time.perf_counter() - t0, errors)
+print(t0, time.time(), errors, flush=True)
 """
+
+
+def concurrent_saves(
+    where: str,
+    processes: int,
+    saves: int,
+    every: int,
+    env: dict[str, str] | None = None,
+    when_ready: Callable[[], object] | None = None,
+) -> tuple[float, int]:
+    """`processes` processes saving `saves` one-row frames each into one instance (a folder,
+    or a registry URL), every `every`th under the shared name 'shared': started together once
+    each has imported, opened the instance and tracked its run. Returns the wall seconds from
+    the first save to the last, and the errors (each printed)."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SAVER, where, str(p), str(saves), str(every)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for p in range(processes)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if line.strip() != "ready":
+                raise RuntimeError(f"a saver did not start: {line}{proc.communicate()[1]}")
+        if when_ready is not None:
+            when_ready()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        results = [proc.communicate() for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for proc, (_, err) in zip(procs, results, strict=True):
+        if proc.returncode != 0:
+            raise RuntimeError(err[-3000:])
+    fields = [out.split() for out, _ in results]
+    began = min(float(f[0]) for f in fields)
+    ended = max(float(f[1]) for f in fields)
+    for _, err in results:
+        for line in err.splitlines():
+            if line.startswith("ERROR"):
+                print(f"    {line}", file=sys.stderr)
+    return ended - began, sum(int(f[2]) for f in fields)
 
 
 def bench_concurrency(report: Report, sizes: Sizes, work: Path) -> None:
     import sqlite3
 
     def run(processes: int, root: Path) -> tuple[float, int]:
-        start = time.time() + 3  # every process imported and opened the instance by then
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-c", CONCURRENT, str(root), str(p), str(sizes.saves), str(start)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for p in range(processes)
-        ]
-        results = [proc.communicate() for proc in procs]
-        for proc, (_, err) in zip(procs, results, strict=True):
-            if proc.returncode != 0:
-                raise RuntimeError(err)
-        spans = [float(out.split()[0]) for out, _ in results]
-        errors = sum(int(out.split()[1]) for out, _ in results)
-        return max(spans), errors
+        return concurrent_saves(str(root), processes, sizes.saves, every=5)
 
     import lamin_magic as lm
     from lamin_magic import instance
@@ -903,6 +941,13 @@ def bench_open(report: Report, work: Path, quick: bool) -> None:
     bench_open(report, work, quick)
 
 
+def worker_arguments(parser: argparse.ArgumentParser) -> None:
+    """The hidden options by which a benchmark runs one sample in a fresh process of itself."""
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--sample", type=int, default=0, help=argparse.SUPPRESS)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes; no timing targets")
@@ -913,9 +958,7 @@ def main(argv: list[str] | None = None) -> int:
             "concurrency,open,tracking"
         ),
     )
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--sample", type=int, default=0, help=argparse.SUPPRESS)
+    worker_arguments(parser)
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     if args.worker:

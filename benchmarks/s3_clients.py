@@ -33,7 +33,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "tests"), str(HERE)]
 
-from run import PeakRSS, make_anndata, make_frame  # noqa: E402
+from run import PeakRSS, make_anndata, make_frame, worker_arguments  # noqa: E402
 from s3_adapters import CLIENTS, Client, local_files  # noqa: E402
 from servers import S3, s3_server  # noqa: E402
 
@@ -254,10 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a ~20 MB parquet file")
     parser.add_argument("--only", help="comma-separated: parquet,zarr,pandas")
     parser.add_argument("--repeats", type=int, default=REPEATS)
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    worker_arguments(parser)
     parser.add_argument("--way", help=argparse.SUPPRESS)
-    parser.add_argument("--sample", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker, args.way, args.sample, args.work)))

@@ -53,7 +53,14 @@ REPO = HERE.parent
 # here and in every process started below (PYTHONPATH, set in main)
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(HERE)]
 
-from run import PeakRSS, Report, Row, make_frame  # noqa: E402
+from run import (  # noqa: E402
+    PeakRSS,
+    Report,
+    Row,
+    concurrent_saves,
+    make_frame,
+    worker_arguments,
+)
 from s3_adapters import CLIENTS  # noqa: E402
 from s3_clients import versions_line as s3_versions_line  # noqa: E402
 from servers import S3, create_database, postgres_server, s3_server  # noqa: E402
@@ -288,28 +295,6 @@ def registry_worker(sizes: Sizes, info: dict[str, Any]) -> dict[str, Any]:
         "with_input": statistics.median(with_input),
         "calls": len(names),
     }
-
-
-CONCURRENT = r"""
-import sys, time, pandas as pd
-import lamin_magic as lm
-url, who, saves = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-lm.init(db=url)
-lm.track()
-frames = [pd.DataFrame({"who": [who], "i": [i]}) for i in range(saves)]
-print("ready", flush=True)
-sys.stdin.readline()  # go
-t0 = time.time()
-errors = 0
-for i, df in enumerate(frames):
-    name = "shared" if i % 2 == 0 else f"p{who}-{i}"
-    try:
-        lm.add(lm.File(df, name=name))
-    except Exception as e:
-        errors += 1
-        print("ERROR", repr(e), file=sys.stderr)
-print(t0, time.time(), errors, flush=True)
-"""
 
 
 # --- the parent ------------------------------------------------------------------------------
@@ -631,45 +616,14 @@ class Bench:
     def concurrent_saves(self, url: str, processes: int, saves: int) -> tuple[float, int]:
         """Wall seconds from the first process starting its saves to the last ending; errors."""
         env = os.environ | {"LAMIN_MAGIC_CACHE": str(self.work / "cache-concurrency")}
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-c", CONCURRENT, url, str(p), str(saves)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-            for p in range(processes)
-        ]
-        try:
-            for proc in procs:  # every process has imported, joined and tracked
-                assert proc.stdout is not None
-                line = proc.stdout.readline()
-                if line.strip() != "ready":
-                    raise RuntimeError(f"a saver did not start: {line}{proc.communicate()[1]}")
-            self.loads.append(os.getloadavg()[0])
-            for proc in procs:
-                assert proc.stdin is not None
-                proc.stdin.write("go\n")
-                proc.stdin.flush()
-            results = [proc.communicate() for proc in procs]
-        finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-        for proc, (_, err) in zip(procs, results, strict=True):
-            if proc.returncode != 0:
-                raise RuntimeError(err[-3000:])
-        fields = [out.split() for out, _ in results]
-        began = min(float(f[0]) for f in fields)
-        ended = max(float(f[1]) for f in fields)
-        for _, err in results:
-            for line in err.splitlines():
-                if line.startswith("ERROR"):
-                    print(f"    {line}", file=sys.stderr)
-        return ended - began, sum(int(f[2]) for f in fields)
+        return concurrent_saves(
+            url,
+            processes,
+            saves,
+            every=2,
+            env=env,
+            when_ready=lambda: self.loads.append(os.getloadavg()[0]),
+        )
 
 
 def versions_line() -> str:
@@ -695,9 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes; no timing targets")
     parser.add_argument("--only", help="comma-separated: save,load,registry,concurrency")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--sample", type=int, default=0, help=argparse.SUPPRESS)
+    worker_arguments(parser)
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     if args.worker:

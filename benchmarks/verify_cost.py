@@ -44,7 +44,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from run import make_anndata, make_frame  # noqa: E402  (the same data as benchmarks/run.py)
+from run import make_anndata, make_frame, worker_arguments  # noqa: E402  (run.py's data)
 
 CHUNK = 8 << 20  # bytes per read in the chunked comparison
 
@@ -475,9 +475,7 @@ ZARR_NOTES = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a ~20 MB frame instead of 1 GiB")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--sample", type=int, default=0, help=argparse.SUPPRESS)
+    worker_arguments(parser)
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     if args.worker:
